@@ -1,0 +1,111 @@
+"""Peak memory of `segpipe run` for growing scenes: bounded by the tile, not the scene.
+
+    .venv/bin/python bench/memory.py [--sizes 4096 16384] [--model demo-satellite]
+
+For each size it writes a three-band synthetic GeoTIFF (window by window), then
+runs `segpipe run` in a subprocess and samples, every 0.2 s, the resident set
+size of the whole process tree (driver, Ray workers and Ray's own services).
+Prints per size: wall time, peak RSS of the tree, of the driver, and of the
+largest single process; then the ratio of the largest scene's peak to the
+smallest's (the acceptance figure: <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+class TreeSampler(threading.Thread):
+    """Polls RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.every = every
+        self.peak_tree = self.peak_driver = self.peak_single = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            rss = []
+            for p in procs:
+                try:
+                    rss.append(p.memory_info().rss)
+                except psutil.Error:
+                    rss.append(0)
+            self.peak_tree = max(self.peak_tree, sum(rss))
+            self.peak_driver = max(self.peak_driver, rss[0])
+            self.peak_single = max(self.peak_single, max(rss))
+            time.sleep(self.every)
+
+
+def make_scene(path: Path, size: int) -> None:
+    if path.is_file():
+        return
+    code = ("from pathlib import Path; from pipeline.synthetic import write_scene; "
+            "from segcore.synthetic.satellite import SatelliteSceneSpec; "
+            f"write_scene(Path('{path}'), spec=SatelliteSceneSpec(seed=5, height={size}, "
+            f"width={size}, bands=3))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def measure(scene: Path, out: Path, model: str, workers: int) -> dict:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    cmd = [str(BIN / "segpipe"), "run", str(scene), "--model", model, "--out", str(out),
+           "--workers", str(workers)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"segpipe run failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    return {"seconds": time.perf_counter() - start, "tree": sampler.peak_tree,
+            "driver": sampler.peak_driver, "single": sampler.peak_single}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
+    parser.add_argument("--model", default="demo-satellite")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    gib = 1024**3
+    rows = []
+    for size in args.sizes:
+        scene = args.workdir / f"scene-{size}.tif"
+        make_scene(scene, size)
+        with tempfile.TemporaryDirectory(dir=args.workdir) as out:
+            r = measure(scene, Path(out), args.model, args.workers)
+        rows.append((size, r))
+        print(f"{size:>6}^2 x3  wall {r['seconds']:7.1f} s  peak RSS tree {r['tree'] / gib:6.2f} GiB"
+              f"  driver {r['driver'] / gib:5.2f} GiB  largest process {r['single'] / gib:5.2f} GiB",
+              flush=True)
+    if len(rows) > 1:
+        small, large = rows[0], rows[-1]
+        print(f"ratio peak RSS {large[0]}^2 / {small[0]}^2: {large[1]['tree'] / small[1]['tree']:.3f}"
+              f" (tree), {large[1]['single'] / small[1]['single']:.3f} (largest process)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Prefect flows: ``segment_scene`` (one task per stage) and ``segment_batch``.
+
+The flows are thin: each task calls one stage of :mod:`pipeline.scene_run`.
+``segment_batch`` starts one pool of model actors for all scenes and records
+every scene's outcome; one failing scene never stops the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.batch import SceneOutcome, write_batch
+from pipeline.bundle import ModelBundle
+from pipeline.config import RunOptions
+from pipeline.inference.pool import WorkerPool
+from pipeline.scene_run import (
+    SceneState, Workspace, discard, publish, stage_export, stage_infer, stage_ingest,
+    stage_metrics, stage_report, stage_stitch,
+)
+from pipeline.scenes import Scene
+
+_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="ingest", **_TASK)
+def ingest(state: SceneState) -> None:
+    stage_ingest(state)
+
+
+@task(name="infer", **_TASK)
+def infer(state: SceneState, pool: WorkerPool) -> None:
+    stage_infer(state, pool)
+
+
+@task(name="stitch", **_TASK)
+def stitch(state: SceneState) -> None:
+    stage_stitch(state)
+
+
+@task(name="metrics", **_TASK)
+def metrics(state: SceneState) -> None:
+    stage_metrics(state)
+
+
+@task(name="export", **_TASK)
+def export(state: SceneState) -> None:
+    stage_export(state)
+
+
+@task(name="report", **_TASK)
+def report(state: SceneState) -> dict:
+    return stage_report(state)
+
+
+def start_pool(bundle: ModelBundle, options: RunOptions) -> WorkerPool:
+    return WorkerPool.start(
+        str(bundle.path), workers=options.workers, gpus_per_worker=options.gpus_per_worker,
+        batch_size=options.batch_size, ray_address=options.ray_address,
+    )
+
+
+@flow(name="segment_scene", validate_parameters=False, persist_result=False)
+def segment_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
+                  pool: WorkerPool | None = None) -> dict:
+    """Segment one scene end to end; returns its report (``report.json`` content)."""
+    own_pool = pool is None
+    active = start_pool(bundle, options) if pool is None else pool
+    state = SceneState(workspace, bundle, options)
+    try:
+        ingest(state)
+        infer(state, active)
+        stitch(state)
+        metrics(state)
+        export(state)
+        result = report(state)
+        publish(workspace)
+        return result
+    except BaseException:
+        discard(workspace)
+        raise
+    finally:
+        if own_pool:
+            active.shutdown()
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[SceneOutcome]
+    errors: dict[str, BaseException]
+
+    @property
+    def failed(self) -> int:
+        return sum(o.status != "ok" for o in self.outcomes)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a failed scene (Ray wraps worker errors; unwrap them)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
+    from segcore.errors import SegpipeError
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, SegpipeError) else f"{type(exc).__name__}: {text}"
+
+
+@flow(name="segment_batch", validate_parameters=False, persist_result=False)
+def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir: Path,
+                  labels: dict[str, Path] | None = None) -> BatchResult:
+    """Segment several scenes in one Ray session; write ``batch.json``/``batch.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = labels or {}
+    pool = start_pool(bundle, options)
+    outcomes: list[SceneOutcome] = []
+    errors: dict[str, BaseException] = {}
+    try:
+        for scene in scenes:
+            ws = Workspace(scene, out_dir, labels.get(scene.scene_id))
+            state = segment_scene(ws, bundle, options, pool, return_state=True)
+            if state.is_completed():
+                outcomes.append(SceneOutcome.from_report(state.result(), ws.final / "report.json"))
+            else:
+                exc = state.result(raise_on_failure=False)
+                exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
+                errors[scene.scene_id] = exc
+                outcomes.append(SceneOutcome(scene.scene_id, str(scene.path), "failed",
+                                             reason=failure_reason(exc)))
+    finally:
+        pool.shutdown()
+    write_batch(out_dir, outcomes, model=bundle.name)
+    return BatchResult(outcomes, errors)

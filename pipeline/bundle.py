@@ -1,0 +1,268 @@
+"""Model bundles: a directory with ``model.yaml`` and a weights file.
+
+A bundle says everything the pipeline needs to run a model without guessing:
+the architecture (or a TorchScript / ``torch.export`` program), the input bands
+and their normalisation, the class table with ``isthing`` flags, the output
+heads, the default tile size and halo, and (for 3-D models) the spacing.
+
+Bundled models live in ``pipeline/models/<name>/`` and are produced by
+``segpipe train`` from a documented command (see the README).
+
+Normalisation applied to every input pixel of band ``i``::
+
+    x_model = (x * value_scale[dtype] - mean[i]) / std[i]
+
+``value_scale`` maps the input's sample type to a common range (uint8 / 255,
+uint16 / 65535, floats as given), so the same model runs on 8-bit, 16-bit and
+reflectance products of the same sensor. Nodata pixels are set to 0 after
+normalisation (the training mean) and masked in every output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segcore.errors import ModelError
+from segcore.hints import did_you_mean
+
+BUNDLED_DIR = Path(__file__).parent / "models"
+MODEL_FILE = "model.yaml"
+
+_DEFAULT_VALUE_SCALE = {
+    "uint8": 1.0 / 255.0,
+    "uint16": 1.0 / 65535.0,
+    "int16": 1.0 / 32767.0,
+    "uint32": 1.0 / 4294967295.0,
+    "int32": 1.0 / 2147483647.0,
+    "float32": 1.0,
+    "float64": 1.0,
+}
+
+
+class ModelFormat(str, Enum):
+    """How the weights file is stored."""
+
+    STATE_DICT = "state_dict"  # built-in architecture + .safetensors / .pt weights
+    TORCHSCRIPT = "torchscript"  # torch.jit.save file
+    EXPORT = "export"  # torch.export.save program (.pt2)
+
+
+class ClassSpec(BaseModel):
+    """One row of the class table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int = Field(ge=0, le=65534)
+    name: str = Field(min_length=1)
+    isthing: bool = False
+    color: tuple[int, int, int] = (128, 128, 128)
+
+
+class InputSpec(BaseModel):
+    """The model's input: channels, default bands, normalisation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channels: int = Field(ge=1)
+    bands: list[int] | None = None  # 1-based GDAL band indices; None = first `channels`
+    mean: list[float]
+    std: list[float]
+    value_scale: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_VALUE_SCALE))
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> InputSpec:
+        for field in ("mean", "std"):
+            values = getattr(self, field)
+            if len(values) != self.channels:
+                raise ValueError(
+                    f"input.{field} has {len(values)} values, expected one per channel "
+                    f"({self.channels})"
+                )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"input.std must be > 0, got {self.std}")
+        if self.bands is not None and (
+            len(self.bands) != self.channels or min(self.bands) < 1
+        ):
+            raise ValueError(
+                f"input.bands must list {self.channels} 1-based band indices, got {self.bands}"
+            )
+        return self
+
+
+class ModelSpec(BaseModel):
+    """The validated content of ``model.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    format: ModelFormat = ModelFormat.STATE_DICT
+    architecture: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    weights: str
+    ndim: int = Field(default=2, ge=2, le=3)
+    input: InputSpec
+    classes: list[ClassSpec]
+    heads: list[str] = Field(default_factory=lambda: ["semantic"])
+    tile: int = Field(default=512, ge=16)
+    overlap: int | None = Field(default=None, ge=0)  # halo in pixels; None = from the RF
+    receptive_field: int | None = Field(default=None, ge=1)
+    stride: int = Field(default=1, ge=1)  # window sizes/origins must be multiples of it
+    spacing: list[float] | None = None
+    training: dict[str, Any] | None = None  # provenance and held-out figures
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.format is ModelFormat.STATE_DICT and not self.architecture:
+            raise ValueError("architecture is required when format is 'state_dict'")
+        ids = [c.id for c in self.classes]
+        if sorted(ids) != list(range(len(ids))):
+            raise ValueError(f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+        if not self.classes:
+            raise ValueError("classes must not be empty")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names ordered by id."""
+        return [c.name for c in sorted(self.classes, key=lambda c: c.id)]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """A located, validated bundle; ``build()`` loads the network."""
+
+    path: Path
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.spec.weights
+
+    def build(self) -> torch.nn.Module:
+        """Instantiate the network in eval mode with its weights (CPU)."""
+        return load_network(self)
+
+    def default_bands(self, band_count: int) -> list[int]:
+        """Bands fed to the model when ``--bands`` is not given (1-based)."""
+        if self.spec.input.bands is not None:
+            return list(self.spec.input.bands)
+        return list(range(1, min(self.spec.input.channels, band_count) + 1))
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and directories of the models shipped with the package."""
+    if not BUNDLED_DIR.is_dir():
+        return {}
+    return {
+        p.name: p for p in sorted(BUNDLED_DIR.iterdir()) if (p / MODEL_FILE).is_file()
+    }
+
+
+def resolve_bundle_path(model: str | Path) -> Path:
+    """Turn a bundled model name or a path into a bundle directory.
+
+    Raises
+    ------
+    ModelError
+        When ``model`` is neither a bundled name nor a directory holding ``model.yaml``.
+    """
+    candidate = Path(model)
+    if candidate.is_dir():
+        if not (candidate / MODEL_FILE).is_file():
+            raise ModelError(f"model '{model}': directory has no {MODEL_FILE}")
+        return candidate
+    if candidate.is_file() and candidate.name == MODEL_FILE:
+        return candidate.parent
+    bundled = bundled_models()
+    if str(model) in bundled:
+        return bundled[str(model)]
+    known = ", ".join(bundled) or "none"
+    raise ModelError(
+        f"unknown model '{model}': not a bundled model ({known}) nor a bundle directory"
+        f"{did_you_mean(str(model), bundled)}"
+    )
+
+
+def load_bundle(model: str | Path) -> ModelBundle:
+    """Locate and validate a bundle (does not load the weights)."""
+    path = resolve_bundle_path(model)
+    try:
+        raw = yaml.safe_load((path / MODEL_FILE).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(f"model '{model}': cannot read {path / MODEL_FILE}: {exc}") from exc
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "model.yaml"
+        raise ModelError(
+            f"model '{model}': invalid {MODEL_FILE}: {where}: {first['msg']}"
+        ) from exc
+    bundle = ModelBundle(path=path, spec=spec)
+    if not bundle.weights_path.is_file():
+        raise ModelError(f"model '{model}': weights file {bundle.weights_path} is missing")
+    return bundle
+
+
+def load_network(bundle: ModelBundle) -> torch.nn.Module:
+    """Load the network of a bundle on the CPU, in eval mode."""
+    spec = bundle.spec
+    try:
+        if spec.format is ModelFormat.TORCHSCRIPT:
+            net = torch.jit.load(str(bundle.weights_path), map_location="cpu")
+        elif spec.format is ModelFormat.EXPORT:
+            net = torch.export.load(str(bundle.weights_path)).module()
+        else:
+            from segcore.models.factory import build_model
+
+            net = build_model(spec.architecture or "", **spec.params)
+            net.load_state_dict(_read_state_dict(bundle.weights_path))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure is one clear line
+        raise ModelError(
+            f"model '{spec.name}': cannot load {bundle.weights_path.name}: {exc}"
+        ) from exc
+    if hasattr(net, "eval"):
+        net.eval()
+    return net
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def save_bundle(
+    directory: Path, spec: ModelSpec, state_dict: dict[str, torch.Tensor]
+) -> ModelBundle:
+    """Write ``model.yaml`` and safetensors weights into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / spec.weights
+    tmp = weights.with_suffix(weights.suffix + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
+    tmp.replace(weights)
+    data = json.loads(spec.model_dump_json())
+    (directory / MODEL_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    return ModelBundle(path=directory, spec=spec)

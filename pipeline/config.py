@@ -1,0 +1,81 @@
+"""Run options: what a user sets on the command line or in ``--config run.yaml``.
+
+Frozen pydantic models that round-trip through YAML/JSON. Values left ``None``
+come from the model bundle (tile, halo, bands) or the machine (workers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from segcore.errors import ConfigError
+
+
+class RunOptions(BaseModel):
+    """Options of one ``segpipe run``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tile: int | None = Field(default=None, ge=1, description="tile core size in pixels")
+    overlap: int | None = Field(default=None, ge=0, description="halo in pixels per side")
+    batch_size: int = Field(default=4, ge=1)
+    workers: int | None = Field(default=None, ge=1)
+    gpus_per_worker: float = Field(default=0.0, ge=0.0)
+    bands: list[int] | None = None
+    ray_address: str | None = None
+    resume: bool = True
+    image_chunk: int = Field(default=512, ge=16, description="chunk size of scene.zarr/image")
+    quicklook_size: int = Field(default=1024, ge=64)
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 1):
+            raise ValueError(f"bands are 1-based indices (GDAL order), got {v}")
+        return v
+
+
+def parse_bands(text: str | None) -> list[int] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]``.
+
+    Examples
+    --------
+    >>> parse_bands("4, 3,2")
+    [4, 3, 2]
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        bands = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--bands expects comma-separated 1-based band numbers such as 1,2,3; got '{text}'"
+        ) from None
+    if not bands or min(bands) < 1:
+        raise ConfigError(f"--bands expects 1-based band numbers (>= 1); got '{text}'")
+    return bands
+
+
+def load_run_options(path: Path | None, overrides: dict[str, Any]) -> RunOptions:
+    """Merge a YAML/JSON config file with command-line overrides (which win)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--config {path}: cannot read: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {path}: expected a mapping of options, got {type(loaded).__name__}")
+        data.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunOptions.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        source = f"--config {path}" if path else "options"
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from None

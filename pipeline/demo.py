@@ -1,0 +1,24 @@
+"""The demo scene: a seeded synthetic satellite scene with its truth, made once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.synthetic import write_scene
+from segcore.synthetic.satellite import SatelliteSceneSpec
+
+
+def ensure_demo_scene(directory: Path, *, size: int = 4096, seed: int = 2026) -> tuple[Path, Path]:
+    """Write ``demo-scene.tif`` and ``demo-scene_labels.tif`` unless they already match."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image, labels = directory / "demo-scene.tif", directory / "demo-scene_labels.tif"
+    stamp = directory / ".demo-scene.json"
+    wanted = {"size": size, "seed": seed}
+    if image.is_file() and labels.is_file() and stamp.is_file():
+        if json.loads(stamp.read_text()) == wanted:
+            return image, labels
+    spec = SatelliteSceneSpec(seed=seed, height=size, width=size, bands=3)
+    write_scene(image, spec=spec, label_path=labels)
+    stamp.write_text(json.dumps(wanted))
+    return image, labels

@@ -1,0 +1,189 @@
+"""Export 2-D label arrays as Cloud-Optimized GeoTIFFs, strip by strip.
+
+The source (a Zarr array in production) is read in strips of whole tile rows
+into a tiled DEFLATE GeoTIFF next to the destination, which GDAL's COG driver
+then copies into the final layout with overviews (nearest or mode: labels are
+never averaged). The result is moved into place with ``os.replace``, so the
+destination is either the old file or the complete new one; temporary files
+are removed on success and on error.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
+from segcore.errors import ConfigError
+from segcore.hints import did_you_mean
+
+__all__ = ["OverviewResampling", "write_cog"]
+
+
+class OverviewResampling(str, enum.Enum):
+    """Overview resampling methods that keep label values intact."""
+
+    NEAREST = "nearest"
+    MODE = "mode"
+
+    @classmethod
+    def parse(cls, value: str | OverviewResampling) -> OverviewResampling:
+        """Enum member for ``value``; ConfigError with a hint for anything else."""
+        try:
+            return cls(str(getattr(value, "value", value)).lower())
+        except ValueError:
+            names = [m.value for m in cls]
+            raise ConfigError(
+                f"resampling: expected one of {names} (labels must not be averaged), "
+                f"got {value!r}{did_you_mean(str(value), names)}"
+            ) from None
+
+
+def write_cog(
+    dst_path: str | os.PathLike[str],
+    source: Any,
+    *,
+    info: RasterInfo,
+    dtype: str,
+    nodata: int | float | None,
+    blocksize: int = 512,
+    resampling: str = "nearest",
+    block_rows: int = 1024,
+) -> None:
+    """Write a 2-D label array as a COG on the grid of ``info``.
+
+    Parameters
+    ----------
+    dst_path : str or PathLike
+        Output file; replaced atomically, its directory must exist.
+    source : (H, W) array-like
+        Anything supporting ``source[r0:r1, c0:c1]`` (a zarr Array, a numpy
+        array); ``(H, W)`` must equal ``info.shape``. Read in strips, never whole.
+    info : RasterInfo
+        Grid to keep: CRS, transform, width and height.
+    dtype : str
+        Output dtype, one of ``SUPPORTED_DTYPES``; values that do not fit raise.
+    nodata : int, float or None
+        Value marking nodata pixels (e.g. 255 for uint8 semantic labels).
+    blocksize : int
+        COG tile size, a multiple of 16.
+    resampling : {"nearest", "mode"}
+        Overview resampling.
+    block_rows : int
+        Rows per strip read from ``source``; rounded down to a multiple of
+        ``blocksize`` (at least one tile row) so strips cover whole tiles.
+        Peak memory is about ``block_rows * W`` items.
+
+    Raises
+    ------
+    ConfigError
+        For a wrong shape, dtype, nodata, option value, missing output
+        directory, or source values that do not fit ``dtype``.
+    """
+    dst = os.path.abspath(os.fspath(dst_path))
+    method = OverviewResampling.parse(resampling)
+    _check_options(dst, source, info=info, dtype=dtype, nodata=nodata, blocksize=blocksize,
+                   block_rows=block_rows)
+    strip = max(blocksize, block_rows // blocksize * blocksize)
+    stem = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{uuid.uuid4().hex}")
+    tiles_tmp, cog_tmp = f"{stem}.tiles.tif", f"{stem}.cog.tif"
+    try:
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
+                         blocksize=blocksize, strip=strip)
+            rasterio.shutil.copy(tiles_tmp, cog_tmp, driver="COG",
+                                 **_cog_options(dtype, blocksize, method))
+        os.replace(cog_tmp, dst)
+    finally:
+        _remove_with_prefix(stem)
+
+
+def _cog_options(dtype: str, blocksize: int, method: OverviewResampling) -> dict[str, str]:
+    floating = np.issubdtype(np.dtype(dtype), np.floating)
+    return {
+        "COMPRESS": "DEFLATE",
+        "PREDICTOR": "FLOATING_POINT" if floating else "STANDARD",
+        "BLOCKSIZE": str(blocksize),
+        "OVERVIEWS": "AUTO",
+        "OVERVIEW_RESAMPLING": method.value.upper(),
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
+                 nodata: int | float | None, blocksize: int, strip: int) -> None:
+    """Tiled DEFLATE GeoTIFF (fast level) written in strips of ``strip`` rows."""
+    floating = np.issubdtype(np.dtype(dtype), np.floating)
+    profile = dict(
+        driver="GTiff", width=info.width, height=info.height, count=1, dtype=dtype,
+        crs=CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None,
+        transform=Affine(*info.transform), nodata=nodata, tiled=True,
+        blockxsize=blocksize, blockysize=blocksize, compress="deflate", zlevel=1,
+        predictor=3 if floating else 2, bigtiff="IF_SAFER",
+    )
+    with rasterio.open(path, "w", **profile) as ds:
+        for r0 in range(0, info.height, strip):
+            r1 = min(r0 + strip, info.height)
+            block = _fit_dtype(np.asarray(source[r0:r1, 0:info.width]), dtype, (r0, r1))
+            if block.shape != (r1 - r0, info.width):
+                raise ConfigError(f"source: expected a ({r1 - r0}, {info.width}) strip at rows "
+                                  f"{r0}:{r1}, got shape {block.shape}")
+            ds.write(block, 1, window=Window(0, r0, info.width, r1 - r0))
+
+
+def _fit_dtype(block: np.ndarray, dtype: str, rows: tuple[int, int]) -> np.ndarray:
+    target = np.dtype(dtype)
+    if block.dtype == target or np.can_cast(block.dtype, target, casting="safe"):
+        return block.astype(target, copy=False)
+    if np.issubdtype(target, np.integer) and block.size:
+        floating = np.issubdtype(block.dtype, np.floating)
+        if floating and not (np.all(np.isfinite(block)) and np.array_equal(block, np.trunc(block))):
+            raise ConfigError(f"source: rows {rows[0]}:{rows[1]} hold NaN, inf or fractional "
+                              f"values, which {dtype} cannot store")
+        lo, hi, info = block.min(), block.max(), np.iinfo(target)
+        if lo < info.min or hi > info.max:
+            raise ConfigError(f"source: rows {rows[0]}:{rows[1]} hold values {lo}..{hi} that "
+                              f"do not fit {dtype} ({info.min}..{info.max}); widen dtype")
+    return block.astype(target)
+
+
+def _check_options(dst: str, source: Any, *, info: RasterInfo, dtype: str,
+                   nodata: int | float | None, blocksize: int, block_rows: int) -> None:
+    if not os.path.isdir(os.path.dirname(dst)):
+        raise ConfigError(f"dst_path: directory of {dst} does not exist")
+    shape = tuple(getattr(source, "shape", ()))
+    if shape != info.shape:
+        raise ConfigError(f"source: expected a 2-D array of shape {info.shape} matching "
+                          f"{info.path}, got shape {shape}")
+    if dtype not in SUPPORTED_DTYPES:
+        raise ConfigError(f"dtype: expected one of {SUPPORTED_DTYPES}, got {dtype!r}"
+                          f"{did_you_mean(str(dtype), SUPPORTED_DTYPES)}")
+    if not (isinstance(blocksize, int) and blocksize >= 16 and blocksize % 16 == 0):
+        raise ConfigError(f"blocksize: expected a positive multiple of 16, got {blocksize!r}")
+    if not (isinstance(block_rows, int) and block_rows >= 1):
+        raise ConfigError(f"block_rows: expected a positive integer, got {block_rows!r}")
+    if nodata is not None and np.issubdtype(np.dtype(dtype), np.integer):
+        limits = np.iinfo(dtype)
+        if not (float(nodata).is_integer() and limits.min <= nodata <= limits.max):
+            raise ConfigError(f"nodata: expected an integer in {limits.min}..{limits.max} "
+                              f"for {dtype}, got {nodata!r}")
+
+
+def _remove_with_prefix(stem: str) -> None:
+    """Remove the temporary files (and any GDAL side files) named ``stem*``."""
+    folder, prefix = os.path.split(stem)
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass

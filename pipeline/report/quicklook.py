@@ -1,0 +1,77 @@
+"""Quicklook images: a decimated RGB view of the scene with the classes overlaid.
+
+Read chunk by chunk with a stride, so memory is bounded by the quicklook size
+(about ``max_size`` pixels on the long side), not the scene.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import zarr
+from PIL import Image
+
+from pipeline.store import IMAGE, VALID, iter_blocks
+
+
+def decimation(shape: tuple[int, int], max_size: int) -> int:
+    """Stride that brings the long side down to ``max_size`` or less.
+
+    Examples
+    --------
+    >>> decimation((4096, 2048), 1024), decimation((500, 300), 1024)
+    (4, 1)
+    """
+    return max(1, math.ceil(max(shape) / max_size))
+
+
+def _strided(array: zarr.Array, step: int, lead: tuple = ()) -> np.ndarray:
+    """``array[..., ::step, ::step]`` assembled chunk by chunk."""
+    h, w = array.shape[-2:]
+    out = np.zeros((*array.shape[:-2], -(-h // step), -(-w // step)), dtype=array.dtype)
+    chunk = array.chunks[-2:]
+    block = (max(chunk[0], step) // step * step, max(chunk[1], step) // step * step)
+    for rows, cols in iter_blocks((h, w), block):
+        part = array[(*lead, slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step))]
+        out[..., rows.start // step : rows.start // step + part.shape[-2],
+            cols.start // step : cols.start // step + part.shape[-1]] = part
+    return out
+
+
+def rgb_preview(group: zarr.Group, step: int) -> np.ndarray:
+    """``(h, w, 3)`` uint8 contrast-stretched view of the first three bands."""
+    image = _strided(group[IMAGE], step, (slice(None),)).astype(np.float32)
+    valid = _strided(group[VALID], step).astype(bool)
+    bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
+    rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
+    for i, band in enumerate(bands):
+        values = band[valid & np.isfinite(band)]
+        lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
+        scaled = (band - lo) / max(hi - lo, 1e-12)
+        rgb[..., i] = (np.nan_to_num(np.clip(scaled, 0, 1)) * 255).astype(np.uint8)
+    rgb[~valid] = 0
+    return rgb
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, int]],
+            alpha: float = 0.45) -> np.ndarray:
+    """Blend class colours over ``rgb``; label values outside the table stay as they are."""
+    table = np.asarray(colors, dtype=np.float32)
+    known = labels < len(colors)
+    out = rgb.astype(np.float32)
+    out[known] = (1 - alpha) * out[known] + alpha * table[labels[known].astype(np.int64)]
+    return out.astype(np.uint8)
+
+
+def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple[int, int, int]],
+                     out_dir: Path, max_size: int) -> dict[str, str]:
+    """Write ``quicklook.png`` (image) and ``quicklook_semantic.png`` (overlay)."""
+    step = decimation(semantic.shape, max_size)
+    rgb = rgb_preview(group, step)
+    labels = _strided(semantic, step)
+    names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png"}
+    Image.fromarray(rgb).save(out_dir / names["image"], optimize=True)
+    Image.fromarray(overlay(rgb, labels, colors)).save(out_dir / names["semantic"], optimize=True)
+    return names

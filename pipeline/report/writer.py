@@ -1,0 +1,86 @@
+"""``report.json`` (CONTRACT.md keys) and ``report.html`` for one scene."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+class Markup(str):
+    """A cell that is already HTML (not escaped again)."""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, Markup):
+        return str(value)
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return html.escape(str(value))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.swatch{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle}
+figure{display:inline-block;margin:0 1em 1em 0}img{max-width:520px;border:1px solid #aaa}
+"""
+
+
+def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: dict[str, str]) -> str:
+    """A self-contained human report (images are files beside it)."""
+    summary = report["summary"]["classes"]
+    total = sum(c["pixels"] for c in summary.values()) or 1
+    rows = []
+    for name, c in summary.items():
+        r, g, b = colors.get(name, (128, 128, 128))
+        label = Markup(f'<span class="swatch" style="background:rgb({r},{g},{b})"></span>'
+                       f"{html.escape(name)}")
+        area = c.get("area_m2")
+        rows.append([label, c["pixels"], 100.0 * c["pixels"] / total,
+                     None if area is None else area / 1e6])
+    class_table = _table(["class", "pixels", "share %", "area km²"], rows)
+    t = report["tiles"]
+    run_rows = [["scene", report["scene_id"]], ["input", report["input"]],
+                ["model", report["model"]], ["shape", " x ".join(map(str, report["shape"]))],
+                ["tiles (computed / total)", f"{t['computed']} / {t['total']}"]]
+    run_rows += [[f"time {k} (s)", v] for k, v in report["timings_s"].items()]
+    parts = [f"<h1>segpipe report: {html.escape(report['scene_id'])}</h1>",
+             _table(["", ""], run_rows), "<h2>Classes</h2>", class_table]
+    metrics = report.get("metrics")
+    if metrics and metrics.get("semantic"):
+        sem = metrics["semantic"]
+        parts += ["<h2>Metrics against labels</h2>",
+                  _table(["", "value"], [["mIoU", sem["miou"]], ["Dice", sem["dice"]]]),
+                  _table(["class", "IoU", "Dice"],
+                         [[n, v["iou"], v["dice"]] for n, v in sem["per_class"].items()])]
+    figs = "".join(
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(k)}">'
+        f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, src in images.items())
+    parts += ["<h2>Quicklook</h2>", figs]
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>segpipe "
+            f"{html.escape(report['scene_id'])}</title><style>{_STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")

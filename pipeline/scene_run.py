@@ -1,0 +1,272 @@
+"""The stages of one scene, as plain functions over a workspace.
+
+ingest -> plan -> infer -> stitch -> metrics -> export -> report -> publish.
+Prefect tasks (``flows/segment_scene.py``) call these one per task; plain
+Python can call :func:`run_scene`. Every stage reads and writes the scene's
+Zarr store; only small results move between stages.
+
+Atomicity: a scene is built in ``DIR/.<scene_id>.partial/`` and renamed to
+``DIR/<scene_id>/`` only when its report is written, so a failed run never
+damages a finished scene and ``report.json`` marks a finished one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.bundle import ModelBundle
+from pipeline.config import RunOptions
+from pipeline.export import export_cogs
+from pipeline.inference.pool import WorkerPool, tile_tasks
+from pipeline.ingest import IngestResult, ingest_geotiff
+from pipeline.io.geotiff import RasterInfo, open_raster
+from pipeline.metrics import open_labels, semantic_confusion, semantic_metrics
+from pipeline.progress import advance_progress, start_progress
+from pipeline.report.quicklook import write_quicklooks
+from pipeline.report.writer import render_html, write_json_atomic
+from pipeline.scenes import Scene, SceneKind
+from pipeline.store import SEMANTIC, create_label_array, label_dtype, open_store
+from pipeline.summary import summarise_semantic
+from segcore.errors import InputError
+from segcore.geometry.grid import TileGrid
+from segcore.receptive_field import halo_for
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where one scene is built and where it lands."""
+
+    scene: Scene
+    out_dir: Path
+    labels: Path | None = None
+
+    @property
+    def final(self) -> Path:
+        return self.out_dir / self.scene.scene_id
+
+    @property
+    def partial(self) -> Path:
+        return self.out_dir / f".{self.scene.scene_id}.partial"
+
+    @property
+    def store(self) -> Path:
+        return self.partial / "scene.zarr"
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    grid: TileGrid
+    halo: int
+    tile: int
+
+
+@dataclass
+class SceneState:
+    """What the stages learn about a scene (small: no pixels)."""
+
+    workspace: Workspace
+    bundle: ModelBundle
+    options: RunOptions
+    ingest: IngestResult | None = None
+    plan: TilePlan | None = None
+    tiles_done: int = 0
+    summary: dict = field(default_factory=dict)
+    metrics: dict | None = None
+    exports: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def info(self) -> RasterInfo:
+        assert self.ingest is not None, "ingest stage has not run"
+        return self.ingest.info
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def stage_ingest(state: SceneState) -> None:
+    """Validate the input and copy its bands into ``scene.zarr/image``."""
+    ws, spec = state.workspace, state.bundle.spec
+    if ws.scene.kind is not SceneKind.GEOTIFF:
+        raise InputError(str(ws.scene.path), "NIfTI volumes are not supported by this version yet")
+    info = open_raster(ws.scene.path)
+    bands = state.options.bands or state.bundle.default_bands(info.count)
+    if ws.partial.exists():
+        shutil.rmtree(ws.partial)
+    ws.partial.mkdir(parents=True)
+    attrs = {"scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "model": spec.name,
+             "classes": [c.model_dump() for c in spec.classes]}
+    state.ingest = ingest_geotiff(
+        ws.scene.path, ws.store, bands=bands, needed=spec.input.channels,
+        image_chunk=state.options.image_chunk, attrs=attrs,
+    )
+    state.timings["read"] = state.ingest.seconds
+
+
+def plan_tiles(shape: tuple[int, int], bundle: ModelBundle, options: RunOptions) -> TilePlan:
+    """Tile and halo sizes: options, else the bundle, rounded up to the model stride.
+
+    The default halo is half the model's receptive field (rounded up to the stride),
+    which makes tiled output equal whole-scene output for a convolutional model.
+    """
+    spec = bundle.spec
+    stride = spec.stride
+    tile = _round_up(options.tile or spec.tile, stride)
+    if options.overlap is not None:
+        halo = options.overlap
+    elif spec.overlap is not None:
+        halo = spec.overlap
+    elif spec.receptive_field is not None:
+        halo = halo_for(spec.receptive_field, stride)
+    else:
+        halo = tile // 4
+    halo = _round_up(halo, stride)
+    grid = TileGrid.create(shape, tile, halo, align=stride)
+    return TilePlan(grid=grid, halo=halo, tile=tile)
+
+
+def stage_infer(state: SceneState, pool: WorkerPool) -> None:
+    """Run the model actors over every tile; each writes its own core chunks."""
+    start = time.perf_counter()
+    state.plan = plan_tiles(state.info.shape, state.bundle, state.options)
+    grid = state.plan.grid
+    dtype, nodata = label_dtype(state.bundle.spec.num_classes)
+    group = open_store(state.workspace.store, mode="r+")
+    create_label_array(group, SEMANTIC, dtype=dtype, fill_value=nodata, chunks=grid.chunks)
+    sid = state.workspace.scene.scene_id
+    start_progress(sid, "infer", len(grid))
+    outcomes = pool.run(str(state.workspace.store), SEMANTIC, nodata, tile_tasks(grid),
+                        progress=lambda n: advance_progress(sid, "infer", n))
+    state.tiles_done = len({o.index for o in outcomes})
+    state.timings["infer"] = time.perf_counter() - start
+
+
+def stage_stitch(state: SceneState) -> None:
+    """Check the mosaic is complete and total the classes over it.
+
+    Semantic tiles need no merging (each worker wrote its own cores); instance
+    stitching plugs in here.
+    """
+    start = time.perf_counter()
+    assert state.plan is not None
+    expected = len(state.plan.grid)
+    if state.tiles_done != expected:
+        raise RuntimeError(
+            f"{state.workspace.scene.path}: only {state.tiles_done} of {expected} tiles finished"
+        )
+    group = open_store(state.workspace.store)
+    totals = summarise_semantic(group[SEMANTIC], state.info, state.bundle.spec.num_classes)
+    state.summary = {"classes": totals.to_dict(state.bundle.spec.class_names), "instances": {},
+                     "nodata_pixels": totals.nodata_pixels}
+    state.timings["stitch"] = time.perf_counter() - start
+    state.timings["panoptic"] = 0.0
+
+
+def stage_metrics(state: SceneState) -> None:
+    """Metrics against the scene's label file, when there is one."""
+    start = time.perf_counter()
+    labels = state.workspace.labels
+    if labels is not None:
+        info = open_labels(labels, state.info)
+        group = open_store(state.workspace.store)
+        cm = semantic_confusion(group[SEMANTIC], group, info, state.bundle.spec.num_classes)
+        state.metrics = {"semantic": semantic_metrics(cm, state.bundle.spec.class_names),
+                         "labels": str(labels)}
+    state.timings["metrics"] = time.perf_counter() - start
+
+
+def stage_export(state: SceneState) -> None:
+    """COG exports on the input's grid."""
+    start = time.perf_counter()
+    group = open_store(state.workspace.store)
+    _, nodata = label_dtype(state.bundle.spec.num_classes)
+    state.exports = export_cogs(group, [SEMANTIC], state.info, state.workspace.partial,
+                                {SEMANTIC: nodata})
+    state.timings["export"] = time.perf_counter() - start
+
+
+def build_report(state: SceneState) -> dict:
+    ws, plan = state.workspace, state.plan
+    assert plan is not None
+    timings = {k: round(state.timings.get(k, 0.0), 4)
+               for k in ("read", "infer", "stitch", "panoptic", "metrics", "export")}
+    timings["total"] = round(time.perf_counter() - state.started, 4)
+    return {
+        "scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "kind": ws.scene.kind.value,
+        "shape": list(state.info.shape), "model": state.bundle.name,
+        "tiles": {"total": len(plan.grid), "computed": state.tiles_done, "reused": 0,
+                  "retried": 0, "tile": plan.tile, "halo": plan.halo},
+        "timings_s": timings,
+        "summary": state.summary,
+        "metrics": state.metrics,
+        "outputs": {**state.exports, "zarr": "scene.zarr"},
+        "bands": list(state.ingest.bands) if state.ingest else None,
+        "crs": state.info.crs_wkt,
+        "transform": list(state.info.transform),
+    }
+
+
+def stage_report(state: SceneState) -> dict:
+    """Quicklooks, ``report.html``, then ``report.json`` (last, atomically)."""
+    ws, spec = state.workspace, state.bundle.spec
+    group = open_store(ws.store)
+    colors = [c.color for c in sorted(spec.classes, key=lambda c: c.id)]
+    images = write_quicklooks(group, group[SEMANTIC], colors, ws.partial,
+                              state.options.quicklook_size)
+    report = build_report(state)
+    report["outputs"].update(images)
+    (ws.partial / "report.html").write_text(
+        render_html(report, dict(zip(spec.class_names, colors)), images))
+    write_json_atomic(ws.partial / "report.json", report)
+    return report
+
+
+def publish(workspace: Workspace) -> Path:
+    """Swap the finished scene into place; a previous result is replaced only now."""
+    final, partial = workspace.final, workspace.partial
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+        partial.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(final)
+    return final
+
+
+def discard(workspace: Workspace) -> None:
+    """Remove a failed scene's partial work (a finished result stays untouched)."""
+    shutil.rmtree(workspace.partial, ignore_errors=True)
+
+
+def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
+              pool: WorkerPool) -> dict:
+    """All stages in plain Python (no orchestrator); returns the report."""
+    state = SceneState(workspace, bundle, options)
+    try:
+        stage_ingest(state)
+        stage_infer(state, pool)
+        stage_stitch(state)
+        stage_metrics(state)
+        stage_export(state)
+        report = stage_report(state)
+    except BaseException:
+        discard(workspace)
+        raise
+    publish(workspace)
+    return report
+
+
+def class_fractions(report: dict) -> dict[str, float]:
+    """Share of valid pixels per class, from a report."""
+    classes = report["summary"]["classes"]
+    total = sum(c["pixels"] for c in classes.values()) or 1
+    return {k: float(np.float64(v["pixels"]) / total) for k, v in classes.items()}

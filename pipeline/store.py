@@ -1,0 +1,90 @@
+"""The per-scene Zarr v3 store (``scene.zarr``) and its arrays.
+
+Layout (CONTRACT.md): ``image`` ``(C, H, W)`` in the input's dtype, ``valid``
+``(H, W)`` bool (False = input nodata), ``semantic`` ``(H, W)`` class ids with
+255 (65535 for uint16) as nodata. Label arrays are chunked exactly like the tile
+grid's cores, so each worker owns whole chunks and no two writers ever share one
+(ENVIRONMENT.md: writers sharing a chunk or shard lose data). No sharding.
+Group attrs hold the georeferencing, class table and model provenance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+IMAGE = "image"
+VALID = "valid"
+SEMANTIC = "semantic"
+_COMPRESSORS = (ZstdCodec(level=3),)
+
+
+def label_dtype(num_classes: int) -> tuple[np.dtype, int]:
+    """Semantic dtype and its nodata value for a class count.
+
+    Examples
+    --------
+    >>> label_dtype(5)
+    (dtype('uint8'), 255)
+    >>> label_dtype(300)
+    (dtype('uint16'), 65535)
+    """
+    if num_classes < 255:
+        return np.dtype("uint8"), 255
+    return np.dtype("uint16"), 65535
+
+
+def create_store(
+    path: Path, *, bands: int, shape: tuple[int, int], dtype: str, image_chunk: int,
+    attrs: dict[str, Any],
+) -> zarr.Group:
+    """Create ``scene.zarr`` with its ``image`` and ``valid`` arrays."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    chunk = (min(image_chunk, shape[0]), min(image_chunk, shape[1]))
+    group.create_array(
+        IMAGE, shape=(bands, *shape), chunks=(bands, *chunk), dtype=dtype,
+        compressors=_COMPRESSORS, fill_value=0,
+    )
+    group.create_array(
+        VALID, shape=shape, chunks=chunk, dtype="bool", compressors=_COMPRESSORS,
+        fill_value=False,
+    )
+    group.attrs.update(attrs)
+    return group
+
+
+def create_label_array(
+    group: zarr.Group, name: str, *, dtype: np.dtype, fill_value: int,
+    chunks: tuple[int, ...],
+) -> zarr.Array:
+    """Create (or replace) a label array chunked like the tile cores."""
+    shape = group[VALID].shape
+    return group.create_array(
+        name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
+        compressors=_COMPRESSORS, overwrite=True,
+    )
+
+
+def open_store(path: Path, mode: str = "r") -> zarr.Group:
+    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+
+
+def iter_blocks(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    """Slices of a block decomposition of ``shape`` in C order (bounded-memory passes).
+
+    Examples
+    --------
+    >>> [tuple((s.start, s.stop) for s in b) for b in iter_blocks((3, 5), (2, 4))]
+    [((0, 2), (0, 4)), ((0, 2), (4, 5)), ((2, 3), (0, 4)), ((2, 3), (4, 5))]
+    """
+    ranges = [range(0, n, b) for n, b in zip(shape, block)]
+    for starts in np.ndindex(*[len(r) for r in ranges]):
+        yield tuple(
+            slice(r[i], min(r[i] + b, n))
+            for r, i, b, n in zip(ranges, starts, block, shape)
+        )

@@ -1,0 +1,142 @@
+"""Session fixtures: a 2-CPU local Ray, Prefect's test harness, model bundles, scenes.
+
+Environment settings come first, before Prefect or Ray is imported
+(ENVIRONMENT.md): a private PREFECT_HOME, no telemetry, no server services,
+no Ray usage stats or token file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_TMP = Path(tempfile.mkdtemp(prefix="segpipe-tests-"))
+os.environ.update({
+    "PREFECT_HOME": str(_TMP / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TMPDIR": str(_TMP / "ray"),
+})
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("RAY_ADDRESS", None)
+for _name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN",
+              "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER",
+              "TASK_RUN_RECORDER", "TRIGGERS"):
+    os.environ[f"PREFECT_SERVER_SERVICES_{_name}_ENABLED"] = "false"
+
+import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray runtime with 2 CPUs for the whole session."""
+    import ray
+
+    (_TMP / "ray").mkdir(exist_ok=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="segpipe",
+             _temp_dir=str(_TMP / "ray"))
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (a temporary database), flows without heartbeat waits."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+@pytest.fixture(scope="session")
+def demo_bundle():
+    """The bundled demo-satellite model."""
+    from pipeline.bundle import load_bundle
+
+    return load_bundle("demo-satellite")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A small random-weight 3-band U-Net bundle: fast, for I/O-focused tests."""
+    import torch
+
+    from pipeline.bundle import ClassSpec, InputSpec, ModelSpec, save_bundle
+    from segcore.models.factory import build_model
+    from segcore.synthetic.satellite import SATELLITE_CLASSES
+
+    torch.manual_seed(0)
+    params = {"in_channels": 3, "num_classes": 5, "base_channels": 4, "depth": 2}
+    net = build_model("unet2d", **params).eval()
+    spec = ModelSpec(
+        name="tiny", architecture="unet2d", params=params, weights="model.safetensors",
+        input=InputSpec(channels=3, mean=[0.5] * 3, std=[0.25] * 3),
+        classes=[ClassSpec(id=c.id, name=c.name, isthing=c.isthing, color=c.color)
+                 for c in SATELLITE_CLASSES],
+        tile=256, receptive_field=int(net.receptive_field), stride=int(net.stride),
+    )
+    return save_bundle(tmp_path_factory.mktemp("tiny-bundle"), spec, net.state_dict())
+
+
+@pytest.fixture(scope="session")
+def tiny_pool(ray_session, tiny_bundle):
+    from pipeline.inference.pool import PoolConfig, WorkerPool
+
+    pool = WorkerPool(str(tiny_bundle.path), PoolConfig(workers=2, batch_size=4))
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_pool(ray_session, demo_bundle):
+    from pipeline.inference.pool import PoolConfig, WorkerPool
+
+    pool = WorkerPool(str(demo_bundle.path), PoolConfig(workers=2, batch_size=4))
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def scene_factory(tmp_path_factory):
+    """Write (and cache) synthetic GeoTIFF scenes + labels: ``make(name, **kw)``."""
+    from pipeline.synthetic import write_scene
+    from segcore.synthetic.satellite import SatelliteSceneSpec
+
+    root = tmp_path_factory.mktemp("scenes")
+    cache: dict[tuple, tuple[Path, Path]] = {}
+
+    def make(name: str, *, size: tuple[int, int] = (512, 512), seed: int = 7, bands: int = 3,
+             **kwargs) -> tuple[Path, Path]:
+        key = (name, size, seed, bands, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            image, labels = root / f"{name}.tif", root / f"{name}_labels.tif"
+            spec = SatelliteSceneSpec(seed=seed, height=size[0], width=size[1], bands=bands)
+            write_scene(image, spec=spec, label_path=labels, **kwargs)
+            cache[key] = (image, labels)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_torch_thread():
+    """Torch in the test process uses one thread: the Ray workers need the other core,
+    and oversubscribed small convolutions are many times slower on 2 cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
