@@ -72,6 +72,9 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
     from flows.segment_scene import segment_batch
     from pipeline.progress import progress_sink
 
+    if not debug:
+        environment.silence_library_logs()
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("tiles"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress, \
@@ -179,8 +182,8 @@ def models() -> None:
     from pipeline.bundle import bundled_models, load_bundle
 
     table = Table(title="bundled models")
-    for col in ("name", "architecture", "bands", "classes", "tile", "held-out figures"):
-        table.add_column(col)
+    for col in ("name", "architecture", "bands", "classes", "tile", "held-out"):
+        table.add_column(col, no_wrap=col == "name")
     for name in bundled_models():
         spec = load_bundle(name).spec
         figures = ", ".join(f"{k} {v:.3f}" for k, v in ((spec.training or {}).get("heldout") or {}).items()

@@ -33,5 +33,17 @@ def configure(debug: bool = False) -> None:
         for name in _SERVICES:
             env.setdefault(f"PREFECT_SERVER_SERVICES_{name}_ENABLED", "false")
     if not debug:
-        for name in ("ray", "prefect", "distributed", "httpx", "uvicorn"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        silence_library_logs()
+
+
+_NOISY = ("ray", "prefect", "distributed", "httpx", "uvicorn", "asyncio")
+
+
+def silence_library_logs() -> None:
+    """Hide library log records below CRITICAL (tracebacks of failed scenes included).
+
+    Call again after importing Prefect: its import applies its own logging config.
+    """
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _NOISY]
+    for name in (*_NOISY, *names):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

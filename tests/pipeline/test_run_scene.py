@@ -110,8 +110,8 @@ def test_geographic_areas_follow_latitude(scene_factory, tiny_bundle, tiny_pool,
         _, report = _run(image, tmp_path / str(lat), tiny_bundle, tiny_pool, tile=256)
         classes = report["summary"]["classes"].values()
         total = sum(c["area_m2"] for c in classes)
-        exact = n * geographic_row_areas(top, res, res, n, a=WGS84[0], rf=WGS84[1]).sum()
-        assert total == pytest.approx(exact, rel=1e-6)
+        exact = n * geographic_row_areas(top, -res, res, n, a=WGS84[0], rf=WGS84[1]).sum()
+        assert total == pytest.approx(exact, rel=1e-9)
         per_pixel[lat] = total / sum(c["pixels"] for c in classes)
     # a 1e-4 degree pixel: ~123 m2 at the equator (WGS84); at 60 N slightly more than
     # cos(60) of that, because the ellipsoid is flatter there than a sphere
