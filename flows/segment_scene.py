@@ -110,11 +110,17 @@ def failure_reason(exc: BaseException) -> str:
 
 @flow(name="segment_batch", validate_parameters=False, persist_result=False)
 def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir: Path,
-                  labels: dict[str, Path] | None = None) -> BatchResult:
-    """Segment several scenes in one Ray session; write ``batch.json``/``batch.csv``."""
+                  labels: dict[str, Path] | None = None,
+                  pool: WorkerPool | None = None) -> BatchResult:
+    """Segment several scenes in one Ray session; write ``batch.json``/``batch.csv``.
+
+    ``pool``: model actors to use (kept running); by default a pool is started for the
+    batch and shut down after it.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = labels or {}
-    pool = start_pool(bundle, options)
+    own_pool = pool is None
+    pool = start_pool(bundle, options) if pool is None else pool
     outcomes: list[SceneOutcome] = []
     errors: dict[str, BaseException] = {}
     try:
@@ -130,6 +136,7 @@ def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions,
                 outcomes.append(SceneOutcome(scene.scene_id, str(scene.path), "failed",
                                              reason=failure_reason(exc)))
     finally:
-        pool.shutdown()
+        if own_pool:
+            pool.shutdown()
     write_batch(out_dir, outcomes, model=bundle.name)
     return BatchResult(outcomes, errors)

@@ -27,7 +27,7 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RAY_ADDRESS", None)
 for _name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN",
               "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER",
-              "TASK_RUN_RECORDER", "TRIGGERS"):
+              "TRIGGERS"):  # TASK_RUN_RECORDER stays on: tests read task runs back
     os.environ[f"PREFECT_SERVER_SERVICES_{_name}_ENABLED"] = "false"
 
 import pytest  # noqa: E402
@@ -90,7 +90,7 @@ def tiny_bundle(tmp_path_factory):
     return save_bundle(tmp_path_factory.mktemp("tiny-bundle"), spec, net.state_dict())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_pool(ray_session, tiny_bundle):
     from pipeline.inference.pool import PoolConfig, WorkerPool
 
@@ -99,7 +99,7 @@ def tiny_pool(ray_session, tiny_bundle):
     pool.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_pool(ray_session, demo_bundle):
     from pipeline.inference.pool import PoolConfig, WorkerPool
 

@@ -39,16 +39,39 @@ class PoolConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def default_workers(resources: dict, gpus_per_worker: float) -> int:
-    """One actor per GPU when GPUs are used, else one per CPU core."""
+def default_workers(available: dict, gpus_per_worker: float) -> int:
+    """One actor per free GPU when GPUs are used, else one per free CPU core."""
     if gpus_per_worker > 0:
-        gpus = resources.get("GPU", 0)
-        if gpus < gpus_per_worker:
+        return max(1, int(available.get("GPU", 0) // gpus_per_worker))
+    return max(1, int(available.get("CPU", 1)))
+
+
+def _available_resources(workers: int | None, gpus_per_worker: float,
+                         settle_s: float = 10.0) -> dict:
+    """Free resources; waits briefly for actors killed a moment ago to release theirs."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        available = ray.available_resources()
+        want = {"GPU": (workers or 1) * gpus_per_worker, "CPU": float(workers or 1)}
+        if all(available.get(k, 0.0) + 1e-9 >= v for k, v in want.items() if v > 0):
+            return available
+        if time.monotonic() > deadline:
+            return available
+        time.sleep(0.2)
+
+
+def check_capacity(available: dict, workers: int, gpus_per_worker: float,
+                   cpus_per_worker: float) -> None:
+    """Refuse a pool the cluster cannot place (Ray would wait for it forever)."""
+    needs = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    for resource, amount in needs.items():
+        have = available.get(resource, 0.0)
+        if amount > 0 and have + 1e-9 < amount:
             raise ConfigError(
-                f"--gpus-per-worker {gpus_per_worker}: the Ray cluster has {gpus:g} GPU(s)"
+                f"--workers {workers} with {gpus_per_worker if resource == 'GPU' else cpus_per_worker:g}"
+                f" {resource} each needs {amount:g} {resource}, but the Ray cluster has "
+                f"{have:g} free; lower --workers or --gpus-per-worker"
             )
-        return max(1, int(gpus // gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1)))
 
 
 def tile_tasks(grid: TileGrid) -> list[TileTask]:
@@ -78,13 +101,23 @@ class WorkerPool:
         cls, bundle_path: str, *, workers: int | None, gpus_per_worker: float,
         batch_size: int, ray_address: str | None = None,
     ) -> WorkerPool:
-        resources = ensure_ray(ray_address)
-        n = workers or default_workers(resources, gpus_per_worker)
-        return cls(bundle_path, PoolConfig(n, gpus_per_worker, 1.0, batch_size))
+        ensure_ray(ray_address)
+        available = _available_resources(workers, gpus_per_worker)
+        n = workers or default_workers(available, gpus_per_worker)
+        check_capacity(available, n, gpus_per_worker, 1.0)
+        pool = cls(bundle_path, PoolConfig(n, gpus_per_worker, 1.0, batch_size))
+        pool.describe()  # every actor placed and its model loaded, or a clear error
+        return pool
 
-    def describe(self, timeout: float = 120.0) -> list[dict]:
+    def describe(self, timeout: float = 300.0) -> list[dict]:
         """Per-actor device info (waits until every actor has loaded its model)."""
-        return ray.get([a.describe.remote() for a in self.actors], timeout=timeout)
+        try:
+            return ray.get([a.describe.remote() for a in self.actors], timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError(
+                f"{len(self.actors)} model workers did not start within {timeout:g} s; "
+                "the Ray cluster may lack the CPUs/GPUs they reserve"
+            ) from None
 
     def run(
         self, store_path: str, output: str, nodata: int, tasks: Sequence[TileTask],
@@ -111,8 +144,3 @@ class WorkerPool:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    start = time.perf_counter()
-    return fn(), time.perf_counter() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -33,11 +34,19 @@ def test_segment_scene_runs_one_task_per_stage(scene_factory, demo_bundle, demo_
     report = state.result()
     assert (ws.final / "report.json").is_file() and report["tiles"]["total"] == 4
     flow_run_id = state.state_details.flow_run_id
+    stages = {"ingest", "infer", "stitch", "metrics", "export", "report"}
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    names = {r.name.rsplit("-", 1)[0] for r in runs}
-    assert {"ingest", "infer", "stitch", "metrics", "export", "report"} <= names
-    assert all(r.state.is_completed() for r in runs)
+        while True:  # task runs are recorded from events, asynchronously
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            names = {r.name.rsplit("-", 1)[0] for r in runs}
+            done = all(r.state and r.state.is_completed() for r in runs)
+            if (stages <= names and done) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert stages <= names
+    assert done
 
 
 def test_tiled_output_equals_single_tile_run(scene_factory, demo_bundle, demo_pool, tmp_path,
@@ -48,7 +57,7 @@ def test_tiled_output_equals_single_tile_run(scene_factory, demo_bundle, demo_po
     outputs = {}
     for tile in (256, 4096):
         out = tmp_path / f"tile{tile}"
-        result = segment_batch(scenes, demo_bundle, RunOptions(tile=tile), out)
+        result = segment_batch(scenes, demo_bundle, RunOptions(tile=tile), out, pool=demo_pool)
         assert result.failed == 0
         report = json.loads((out / "seamless" / "report.json").read_text())
         assert report["tiles"]["total"] == (64 if tile == 256 else 1)
