@@ -27,8 +27,10 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RAY_ADDRESS", None)
 for _name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN",
               "LATE_RUNS", "SCHEDULER", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CLEANUP_RECONCILER",
-              "TRIGGERS"):  # TASK_RUN_RECORDER stays on: tests read task runs back
+              "TRIGGERS"):
     os.environ[f"PREFECT_SERVER_SERVICES_{_name}_ENABLED"] = "false"
+# the task-run recorder stays on: tests read task runs back from the harness
+os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"] = "true"
 
 import pytest  # noqa: E402
 

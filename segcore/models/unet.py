@@ -77,6 +77,8 @@ class UNet2d(nn.Module):
     """
 
     ndim: int = 2
+    # Python-only helpers that TorchScript must not compile (torch.jit.script works).
+    __jit_unused_properties__ = ["receptive_field"]
 
     def __init__(
         self,
@@ -127,6 +129,7 @@ class UNet2d(nn.Module):
         """Centred receptive field, see :func:`segcore.receptive_field.unet`."""
         return unet_receptive_field(self.depth, self.convs_per_level, self.kernel_size)
 
+    @torch.jit.unused
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ConfigError(
@@ -143,7 +146,8 @@ class UNet2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)`` for an input ``(N, C, H, W)`` of float32."""
-        self._check_input(x)
+        if not torch.jit.is_scripting():
+            self._check_input(x)
         skips = []
         for block in self.encoder:
             x = block(x)
