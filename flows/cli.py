@@ -22,7 +22,7 @@ from flows import environment
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segpipe: seamless segmentation of huge GeoTIFF scenes and NIfTI volumes.")
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+stdout = Console(highlight=False)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -147,9 +147,9 @@ def demo(
     for outcome in outcomes:
         if outcome.status == "ok":
             report = json.loads(Path(outcome.report).read_text())
-            out.print(summary_table(report))
-            out.print(f"report: {Path(outcome.report).with_suffix('.html')}")
-    out.print(f"demo wall time: {time.perf_counter() - start:.1f} s")
+            stdout.print(summary_table(report))
+            stdout.print(f"report: {Path(outcome.report).with_suffix('.html')}")
+    stdout.print(f"demo wall time: {time.perf_counter() - start:.1f} s")
     raise typer.Exit(code)
 
 
@@ -190,7 +190,7 @@ def models() -> None:
                             if isinstance(v, float))
         table.add_row(name, spec.architecture or spec.format.value, str(spec.input.channels),
                       ", ".join(spec.class_names), str(spec.tile), figures)
-    out.print(table)
+    stdout.print(table)
 
 
 @app.command()

@@ -67,11 +67,15 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, in
 
 def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple[int, int, int]],
                      out_dir: Path, max_size: int) -> dict[str, str]:
-    """Write ``quicklook.png`` (image) and ``quicklook_semantic.png`` (overlay)."""
+    """Write ``quicklook.png`` (image), ``quicklook_semantic.png`` (classes over the image)
+    and ``quicklook_classes.png`` (class colours alone, nodata black)."""
     step = decimation(semantic.shape, max_size)
     rgb = rgb_preview(group, step)
     labels = _strided(semantic, step)
-    names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png"}
+    names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png",
+             "classes": "quicklook_classes.png"}
     Image.fromarray(rgb).save(out_dir / names["image"], optimize=True)
     Image.fromarray(overlay(rgb, labels, colors)).save(out_dir / names["semantic"], optimize=True)
+    classes = overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)
+    Image.fromarray(classes).save(out_dir / names["classes"], optimize=True)
     return names
