@@ -35,6 +35,8 @@ class TreeSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.every = every
         self.peak_tree = self.peak_driver = self.peak_single = 0
+        self.peak_single_name = ""
+        self.peak_by_name: dict[str, int] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -43,16 +45,34 @@ class TreeSampler(threading.Thread):
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
-            rss = []
+            rss, names = [], []
             for p in procs:
                 try:
                     rss.append(p.memory_info().rss)
+                    names.append(_short_name(p))
                 except psutil.Error:
                     rss.append(0)
+                    names.append("?")
             self.peak_tree = max(self.peak_tree, sum(rss))
             self.peak_driver = max(self.peak_driver, rss[0])
-            self.peak_single = max(self.peak_single, max(rss))
+            for name, value in zip(names, rss):
+                self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), value)
+            if max(rss) > self.peak_single:
+                self.peak_single = max(rss)
+                self.peak_single_name = names[rss.index(max(rss))]
             time.sleep(self.every)
+
+
+def _short_name(p: psutil.Process) -> str:
+    cmd = p.cmdline()
+    if not cmd:
+        return p.name()
+    if cmd[0].startswith("ray::"):
+        return cmd[0]
+    for part in cmd:
+        if part.endswith((".py", "raylet", "gcs_server", "segpipe")):
+            return os.path.basename(part)
+    return os.path.basename(cmd[0])
 
 
 def make_scene(path: Path, size: int) -> None:
@@ -79,7 +99,8 @@ def measure(scene: Path, out: Path, model: str, workers: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"segpipe run failed ({proc.returncode}): {stderr.decode()[-2000:]}")
     return {"seconds": time.perf_counter() - start, "tree": sampler.peak_tree,
-            "driver": sampler.peak_driver, "single": sampler.peak_single}
+            "driver": sampler.peak_driver, "single": sampler.peak_single,
+            "single_name": sampler.peak_single_name, "by_name": sampler.peak_by_name}
 
 
 def main() -> None:
@@ -99,8 +120,11 @@ def main() -> None:
             r = measure(scene, Path(out), args.model, args.workers)
         rows.append((size, r))
         print(f"{size:>6}^2 x3  wall {r['seconds']:7.1f} s  peak RSS tree {r['tree'] / gib:6.2f} GiB"
-              f"  driver {r['driver'] / gib:5.2f} GiB  largest process {r['single'] / gib:5.2f} GiB",
-              flush=True)
+              f"  driver {r['driver'] / gib:5.2f} GiB  largest process {r['single'] / gib:5.2f} GiB"
+              f" ({r['single_name']})", flush=True)
+        top = sorted(r["by_name"].items(), key=lambda kv: -kv[1])[:6]
+        print("         per process kind (peak): "
+              + ", ".join(f"{name} {value / gib:.2f}" for name, value in top), flush=True)
     if len(rows) > 1:
         small, large = rows[0], rows[-1]
         print(f"ratio peak RSS {large[0]}^2 / {small[0]}^2: {large[1]['tree'] / small[1]['tree']:.3f}"

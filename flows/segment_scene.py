@@ -18,42 +18,24 @@ from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
 from pipeline.inference.pool import WorkerPool
 from pipeline.scene_run import (
-    SceneState, Workspace, discard, publish, stage_export, stage_infer, stage_ingest,
-    stage_metrics, stage_report, stage_stitch,
+    Workspace, run_scene, stage_export, stage_infer, stage_ingest, stage_metrics, stage_report,
+    stage_stitch,
 )
 from pipeline.scenes import Scene
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+# one Prefect task per stage of pipeline.scene_run
+STAGE_TASKS = {
+    stage: task(stage, name=name, **_TASK)
+    for stage, name in (
+        (stage_ingest, "ingest"), (stage_infer, "infer"), (stage_stitch, "stitch"),
+        (stage_metrics, "metrics"), (stage_export, "export"), (stage_report, "report"),
+    )
+}
 
 
-@task(name="ingest", **_TASK)
-def ingest(state: SceneState) -> None:
-    stage_ingest(state)
-
-
-@task(name="infer", **_TASK)
-def infer(state: SceneState, pool: WorkerPool) -> None:
-    stage_infer(state, pool)
-
-
-@task(name="stitch", **_TASK)
-def stitch(state: SceneState) -> None:
-    stage_stitch(state)
-
-
-@task(name="metrics", **_TASK)
-def metrics(state: SceneState) -> None:
-    stage_metrics(state)
-
-
-@task(name="export", **_TASK)
-def export(state: SceneState) -> None:
-    stage_export(state)
-
-
-@task(name="report", **_TASK)
-def report(state: SceneState) -> dict:
-    return stage_report(state)
+def _as_task(stage, *args):
+    return STAGE_TASKS[stage](*args)
 
 
 def start_pool(bundle: ModelBundle, options: RunOptions) -> WorkerPool:
@@ -67,23 +49,11 @@ def start_pool(bundle: ModelBundle, options: RunOptions) -> WorkerPool:
 def segment_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
                   pool: WorkerPool | None = None) -> dict:
     """Segment one scene end to end; returns its report (``report.json`` content)."""
-    own_pool = pool is None
     active = start_pool(bundle, options) if pool is None else pool
-    state = SceneState(workspace, bundle, options)
     try:
-        ingest(state)
-        infer(state, active)
-        stitch(state)
-        metrics(state)
-        export(state)
-        result = report(state)
-        publish(workspace)
-        return result
-    except BaseException:
-        discard(workspace)
-        raise
+        return run_scene(workspace, bundle, options, active, call=_as_task)
     finally:
-        if own_pool:
+        if pool is None:
             active.shutdown()
 
 

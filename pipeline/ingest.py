@@ -41,11 +41,12 @@ def check_bands(info: RasterInfo, bands: list[int], needed: int) -> None:
 
 def ingest_geotiff(
     path: Path, store_path: Path, *, bands: list[int], needed: int, image_chunk: int,
-    attrs: dict,
+    attrs: dict, info: RasterInfo | None = None,
 ) -> IngestResult:
-    """Validate ``path`` and copy its ``bands`` into a new store at ``store_path``."""
+    """Validate ``path`` (unless its ``info`` is given) and copy its ``bands`` into a new
+    store at ``store_path``."""
     start = time.perf_counter()
-    info = open_raster(path)
+    info = info or open_raster(path)
     check_bands(info, bands, needed)
     attrs = {**attrs, **info.to_attrs(), "bands": list(bands)}
     group = create_store(
@@ -57,8 +58,9 @@ def ingest_geotiff(
     with GeoTiffReader(path, bands=bands) as reader:
         for rows, cols in iter_blocks(info.shape, block):
             try:
-                image[:, rows, cols] = reader.read((rows, cols))
-                valid[rows, cols] = reader.valid((rows, cols))
+                pixels, mask = reader.read_with_valid((rows, cols))
+                image[:, rows, cols] = pixels
+                valid[rows, cols] = mask
             except InputError:
                 raise
             except Exception as exc:  # a corrupt block deep inside a valid header

@@ -15,10 +15,10 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
@@ -106,7 +106,7 @@ def stage_ingest(state: SceneState) -> None:
              "classes": [c.model_dump() for c in spec.classes]}
     state.ingest = ingest_geotiff(
         ws.scene.path, ws.store, bands=bands, needed=spec.input.channels,
-        image_chunk=state.options.image_chunk, attrs=attrs,
+        image_chunk=state.options.image_chunk, attrs=attrs, info=info,
     )
     state.timings["read"] = state.ingest.seconds
 
@@ -247,26 +247,31 @@ def discard(workspace: Workspace) -> None:
     shutil.rmtree(workspace.partial, ignore_errors=True)
 
 
+StageCall = Callable[..., Any]
+
+
+def _direct(stage: Callable[..., Any], *args: Any) -> Any:
+    return stage(*args)
+
+
 def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
-              pool: WorkerPool) -> dict:
-    """All stages in plain Python (no orchestrator); returns the report."""
+              pool: WorkerPool, *, call: StageCall = _direct) -> dict:
+    """Run every stage, then publish the scene; returns the report.
+
+    ``call(stage, *args)`` runs one stage: directly in plain Python, or as an
+    orchestrator's task (the Prefect flow passes one that maps stages to tasks).
+    On any failure the partial work is discarded and the error propagates.
+    """
     state = SceneState(workspace, bundle, options)
     try:
-        stage_ingest(state)
-        stage_infer(state, pool)
-        stage_stitch(state)
-        stage_metrics(state)
-        stage_export(state)
-        report = stage_report(state)
+        call(stage_ingest, state)
+        call(stage_infer, state, pool)
+        call(stage_stitch, state)
+        call(stage_metrics, state)
+        call(stage_export, state)
+        report = call(stage_report, state)
     except BaseException:
         discard(workspace)
         raise
     publish(workspace)
     return report
-
-
-def class_fractions(report: dict) -> dict[str, float]:
-    """Share of valid pixels per class, from a report."""
-    classes = report["summary"]["classes"]
-    total = sum(c["pixels"] for c in classes.values()) or 1
-    return {k: float(np.float64(v["pixels"]) / total) for k, v in classes.items()}
