@@ -22,7 +22,7 @@ def test_training_on_synthetic_scenes_writes_a_runnable_bundle(tmp_path):
               "heldout_size": 128},
     )
     losses = []
-    bundle = train_bundle(cfg, tmp_path / "b", on_step=lambda s, loss: losses.append(loss))
+    train_bundle(cfg, tmp_path / "b", on_step=lambda s, loss: losses.append(loss))
     assert len(losses) == 4 and all(np.isfinite(losses))
     loaded = load_bundle(tmp_path / "b")
     assert loaded.spec.receptive_field == loaded.build().receptive_field
