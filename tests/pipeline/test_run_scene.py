@@ -139,3 +139,31 @@ def test_failed_scene_leaves_finished_result_untouched(scene_factory, tiny_bundl
     after = {p.relative_to(ws.final): p.read_bytes() for p in ws.final.rglob("*") if p.is_file()}
     assert after == before
     assert not ws.partial.exists()
+
+
+def test_labels_on_another_grid_fail_the_scene_clearly(scene_factory, tiny_bundle, tiny_pool,
+                                                       tmp_path):
+    from segcore.errors import InputError
+
+    image, _ = scene_factory("lab-scene", size=(300, 300))
+    _, other_labels = scene_factory("lab-other", size=(200, 300))
+    with pytest.raises(InputError, match="share one grid") as info:
+        _run(image, tmp_path, tiny_bundle, tiny_pool, labels=other_labels, tile=256)
+    assert str(other_labels) in str(info.value)
+    assert not (tmp_path / "lab-scene").exists()
+
+
+def test_missing_crs_fails_with_a_clear_reason(scene_factory, tiny_bundle, tiny_pool, tmp_path):
+    from segcore.errors import InputError
+
+    src_path, _ = scene_factory("crs-src", size=(128, 128))
+    bare = tmp_path / "no-crs.tif"
+    with rasterio.open(src_path) as src:
+        profile = {**src.profile}
+        profile.pop("crs", None)
+        profile["transform"] = rasterio.Affine.identity()
+        with rasterio.open(bare, "w", **profile) as dst:
+            dst.write(src.read())
+    with pytest.raises(InputError, match="CRS") as info:
+        _run(bare, tmp_path / "out", tiny_bundle, tiny_pool)
+    assert str(bare) in str(info.value)
