@@ -80,7 +80,12 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
     with Progress(*columns, console=err, transient=False) as progress, \
             progress_sink(RichProgress(progress)), \
             temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        result = segment_batch(scenes, bundle, options, Path(out_dir), label_map)
+        try:
+            result = segment_batch(scenes, bundle, options, Path(out_dir), label_map)
+        except SegpipeError as exc:  # e.g. workers the cluster cannot place: nothing ran
+            if debug:
+                traceback.print_exc()
+            raise _fail(str(exc)) from None
     for outcome in result.outcomes:
         if outcome.status == "ok":
             err.print(f"[green]ok[/]     {outcome.scene_id}  {outcome.seconds:.1f} s  {outcome.report}")

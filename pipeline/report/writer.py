@@ -36,9 +36,10 @@ def _fmt(value: Any) -> str:
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers) if any(headers) else ""
     body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{body}</tbody></table>"
 
 
 _STYLE = """
@@ -60,13 +61,14 @@ def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: d
         label = Markup(f'<span class="swatch" style="background:rgb({r},{g},{b})"></span>'
                        f"{html.escape(name)}")
         area = c.get("area_m2")
-        rows.append([label, c["pixels"], 100.0 * c["pixels"] / total,
+        rows.append([label, c["pixels"], f"{100.0 * c['pixels'] / total:.1f}",
                      None if area is None else area / 1e6])
     class_table = _table(["class", "pixels", "share %", "area km²"], rows)
     t = report["tiles"]
     run_rows = [["scene", report["scene_id"]], ["input", report["input"]],
                 ["model", report["model"]], ["shape", " x ".join(map(str, report["shape"]))],
-                ["tiles (computed / total)", f"{t['computed']} / {t['total']}"]]
+                ["tiles (computed / total)", f"{t['computed']} / {t['total']}"],
+                ["tile / halo (px)", f"{t.get('tile', '–')} / {t.get('halo', '–')}"]]
     run_rows += [[f"time {k} (s)", v] for k, v in report["timings_s"].items()]
     parts = [f"<h1>segpipe report: {html.escape(report['scene_id'])}</h1>",
              _table(["", ""], run_rows), "<h2>Classes</h2>", class_table]

@@ -154,3 +154,13 @@ def test_cli_subprocess_exit_code_and_clean_stderr(good_scene, tmp_path):
     failed = [ln for ln in proc.stderr.splitlines() if "failed" in ln]
     assert len(failed) == 1 and "broken.tif" in failed[0], proc.stderr
     assert (tmp_path / "out" / "cli-good" / "report.json").is_file()
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [("--gpus-per-worker", "1", "GPU"),
+                                                      ("--workers", "64", "CPU")])
+def test_workers_the_cluster_cannot_place_are_refused(flag, value, words, good_scene, tmp_path,
+                                                      ray_session, prefect_harness):
+    code, output = _invoke(["run", good_scene[0], "--model", "demo-satellite", "--out", tmp_path,
+                            flag, value])
+    assert code == 2, output
+    assert words in output and "free" in output and "Traceback" not in output
