@@ -9,10 +9,13 @@ break the equality of tiled and untiled inference.
 
 from __future__ import annotations
 
+from typing import Dict, Optional, Union
+
 import torch
 from torch import nn
 
 from segcore.errors import ConfigError
+from segcore.models.instance_head import InstanceHead
 from segcore.receptive_field import unet as unet_receptive_field
 
 __all__ = ["UNet2d"]
@@ -54,6 +57,13 @@ class UNet2d(nn.Module):
         Conv-BatchNorm-ReLU units per block.
     kernel_size : int, default 3
         Odd convolution kernel size.
+    instance_head : bool, default False
+        Add an :class:`~segcore.models.instance_head.InstanceHead` (1x1
+        convolutions, so the receptive field does not change) on the last
+        decoder features. ``forward`` then returns a dict
+        ``{"semantic": (N, K, H, W) logits, "center": (N, 1, H, W) raw
+        heatmap, "offset": (N, 2, H, W) offsets in pixels}`` instead of the
+        logits tensor.
 
     Attributes
     ----------
@@ -74,11 +84,14 @@ class UNet2d(nn.Module):
     torch.Size([1, 4, 16, 16])
     >>> model.stride, model.receptive_field
     (4, 47)
+    >>> out = UNet2d(3, 4, base_channels=4, depth=2, instance_head=True)(torch.zeros(1, 3, 16, 16))
+    >>> {k: tuple(v.shape) for k, v in out.items()}
+    {'semantic': (1, 4, 16, 16), 'center': (1, 1, 16, 16), 'offset': (1, 2, 16, 16)}
     """
 
     ndim: int = 2
     # Python-only helpers that TorchScript must not compile (torch.jit.script works).
-    __jit_unused_properties__ = ["receptive_field"]
+    __jit_unused_properties__ = ["receptive_field", "instance_head"]
 
     def __init__(
         self,
@@ -89,6 +102,7 @@ class UNet2d(nn.Module):
         depth: int = 3,
         convs_per_level: int = 2,
         kernel_size: int = 3,
+        instance_head: bool = False,
     ) -> None:
         super().__init__()
         _positive("in_channels", in_channels)
@@ -97,6 +111,10 @@ class UNet2d(nn.Module):
         _positive("depth", depth, 0)
         _positive("convs_per_level", convs_per_level)
         _positive("kernel_size", kernel_size)
+        if not isinstance(instance_head, bool):
+            raise ConfigError(
+                f"UNet2d instance_head: expected a bool, received {instance_head!r}"
+            )
         if kernel_size % 2 == 0:
             raise ConfigError(
                 f"UNet2d kernel_size: expected an odd integer, received {kernel_size}"
@@ -123,6 +141,14 @@ class UNet2d(nn.Module):
                 _conv_block(2 * widths[level], widths[level], convs_per_level, kernel_size)
             )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        self.instance: Optional[InstanceHead] = (
+            InstanceHead(widths[0], ndim=2, hidden=widths[0]) if instance_head else None
+        )
+
+    @property
+    def instance_head(self) -> bool:
+        """Whether ``forward`` returns the instance dict (see the class docstring)."""
+        return self.instance is not None
 
     @property
     def receptive_field(self) -> int:
@@ -144,8 +170,12 @@ class UNet2d(nn.Module):
                 f"segcore.geometry.pad_to_multiple first"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, K, H, W)`` for an input ``(N, C, H, W)`` of float32."""
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Logits ``(N, K, H, W)`` for an input ``(N, C, H, W)`` of float32.
+
+        With ``instance_head=True`` a dict ``{"semantic", "center", "offset"}``
+        (in that order) instead, see the class docstring.
+        """
         if not torch.jit.is_scripting():
             self._check_input(x)
         skips = []
@@ -156,4 +186,8 @@ class UNet2d(nn.Module):
         x = self.bottleneck(x)
         for up, block in zip(self.up, self.decoder):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
+        logits = self.head(x)
+        if self.instance is None:
+            return logits
+        center, offset = self.instance(x)
+        return {"semantic": logits, "center": center, "offset": offset}
