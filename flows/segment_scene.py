@@ -18,8 +18,8 @@ from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
 from pipeline.inference.pool import WorkerPool
 from pipeline.scene_run import (
-    Workspace, run_scene, stage_export, stage_infer, stage_ingest, stage_metrics, stage_report,
-    stage_stitch,
+    Workspace, run_scene, stage_export, stage_infer, stage_ingest, stage_metrics, stage_panoptic,
+    stage_report, stage_stitch,
 )
 from pipeline.scenes import Scene
 
@@ -29,7 +29,8 @@ STAGE_TASKS = {
     stage: task(stage, name=name, **_TASK)
     for stage, name in (
         (stage_ingest, "ingest"), (stage_infer, "infer"), (stage_stitch, "stitch"),
-        (stage_metrics, "metrics"), (stage_export, "export"), (stage_report, "report"),
+        (stage_panoptic, "panoptic"), (stage_metrics, "metrics"), (stage_export, "export"),
+        (stage_report, "report"),
     )
 }
 

@@ -97,6 +97,16 @@ class InputSpec(BaseModel):
         return self
 
 
+class InstanceSpec(BaseModel):
+    """Grouping of the instance head's centre heatmap and offsets (Panoptic-DeepLab)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float = Field(default=0.1, ge=0.0)
+    nms_kernel: int = Field(default=7, ge=1)
+    top_k: int | None = Field(default=None, ge=1)
+
+
 class ModelSpec(BaseModel):
     """The validated content of ``model.yaml``."""
 
@@ -111,6 +121,8 @@ class ModelSpec(BaseModel):
     input: InputSpec
     classes: list[ClassSpec]
     heads: list[str] = Field(default_factory=lambda: ["semantic"])
+    instances: InstanceSpec = Field(default_factory=InstanceSpec)
+    min_stuff_area: int = Field(default=0, ge=0)  # panoptic: smaller stuff segments -> void
     tile: int = Field(default=512, ge=16)
     overlap: int | None = Field(default=None, ge=0)  # halo in pixels; None = from the RF
     receptive_field: int | None = Field(default=None, ge=1)

@@ -50,28 +50,102 @@ def open_labels(path: Path, scene: RasterInfo) -> RasterInfo:
     return info
 
 
-def semantic_confusion(
-    semantic: zarr.Array, group: zarr.Group, labels: RasterInfo, num_classes: int
-) -> np.ndarray:
-    """Confusion matrix ``(K, K)`` (rows truth, cols prediction) over the scene."""
-    ignore = unlabelled_value(labels.dtype)
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    valid = group[VALID]
-    with GeoTiffReader(Path(labels.path), bands=[1]) as reader:
-        for rows, cols in iter_blocks(semantic.shape, semantic.chunks):
-            truth = reader.read((rows, cols))[0]
-            try:
-                cm += confusion_matrix(
-                    semantic[rows, cols], truth, num_classes, ignore_index=ignore,
-                    valid=np.asarray(valid[rows, cols], dtype=bool),
-                )
-            except ConfigError as exc:
-                raise InputError(
-                    labels.path, f"labels do not match the model's class table: {exc}"
-                ) from exc
-    return cm
-
-
 def semantic_metrics(cm: np.ndarray, class_names: list[str]) -> dict:
     """``{"miou", "dice", "per_class": {name: {"iou", "dice"}}}`` from a confusion matrix."""
     return SemanticScores.from_confusion(cm, class_names).to_dict()
+
+
+def seam_band(rows: slice, cols: slice, *, shape: tuple[int, int], tile: tuple[int, int],
+              width: int) -> np.ndarray:
+    """``(h, w)`` bool: pixels within ``width`` of an internal tile-core border.
+
+    Examples
+    --------
+    >>> seam_band(slice(0, 1), slice(0, 8), shape=(1, 8), tile=(1, 4), width=1).astype(int)
+    array([[0, 0, 0, 1, 1, 0, 0, 0]])
+    """
+    def near(coords: np.ndarray, size: int, t: int) -> np.ndarray:
+        pos = coords % t
+        lower = np.where(coords >= t, pos, np.iinfo(np.int64).max)  # border at the tile's start
+        upper_border = coords - pos + t
+        upper = np.where(upper_border < size, t - 1 - pos, np.iinfo(np.int64).max)
+        return np.minimum(lower, upper) < width
+
+    r = near(np.arange(rows.start, rows.stop), shape[0], tile[0])
+    c = near(np.arange(cols.start, cols.stop), shape[1], tile[1])
+    return r[:, None] | c[None, :]
+
+
+def label_readers(labels: RasterInfo):
+    """Band 1 (classes) and band 2 (instances, zeros when absent) window readers."""
+    classes = GeoTiffReader(Path(labels.path), bands=[1])
+    instances = GeoTiffReader(Path(labels.path), bands=[2]) if labels.count >= 2 else None
+    return classes, instances
+
+
+class _Band:
+    """A 2-D sliceable view of one label band (``None`` reader -> zeros)."""
+
+    def __init__(self, reader, shape: tuple[int, int], dtype: str) -> None:
+        self.reader, self.shape, self.dtype = reader, shape, dtype
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        if self.reader is None:
+            return np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.uint32)
+        return self.reader.read((rows, cols))[0]
+
+
+def scene_metrics(semantic: zarr.Array, panoptic: zarr.Array, group: zarr.Group,
+                  labels: RasterInfo, *, classes: list[tuple[int, str, bool]],
+                  pred_categories: dict[int, int], seam_tile: tuple[int, int],
+                  seam_width: int) -> dict:
+    """Semantic metrics (whole scene, inside tiles, near seams) and panoptic quality.
+
+    Truth panoptic segments are fused from the label file with the same rules as
+    the prediction (``min_stuff_area`` 0); unlabelled pixels are void in the truth.
+    """
+    from pipeline.panoptic import fusion_stats, segment_categories
+    from segcore.panoptic.fusion import apply_plan, decide
+    from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
+
+    k = len(classes)
+    names = [c[1] for c in classes]
+    ignore = unlabelled_value(labels.dtype)
+    valid = group[VALID]
+    class_reader, inst_reader = label_readers(labels)
+    try:
+        truth = _Band(class_reader, semantic.shape, labels.dtype)
+        truth_inst = _Band(inst_reader, semantic.shape, labels.dtype)
+        true_plan = decide(fusion_stats(truth, truth_inst, valid, nodata=ignore,
+                                        block=semantic.chunks), classes)
+        cms = {"all": np.zeros((k, k), np.int64), "inside_tiles": np.zeros((k, k), np.int64),
+               "near_seams": np.zeros((k, k), np.int64)}
+        acc = PanopticAccumulator()
+        for rows, cols in iter_blocks(semantic.shape, semantic.chunks):
+            t_sem, t_inst = truth[rows, cols], truth_inst[rows, cols]
+            ok = np.asarray(valid[rows, cols], dtype=bool)
+            band = seam_band(rows, cols, shape=semantic.shape, tile=seam_tile, width=seam_width)
+            pred = semantic[rows, cols]
+            try:
+                for name, mask in (("all", ok), ("inside_tiles", ok & ~band),
+                                   ("near_seams", ok & band)):
+                    cms[name] += confusion_matrix(pred, t_sem, k, ignore_index=ignore, valid=mask)
+            except ConfigError as exc:
+                raise InputError(labels.path,
+                                 f"labels do not match the model's class table: {exc}") from exc
+            acc.add(panoptic[rows, cols], apply_plan(true_plan, t_sem, t_inst, ok))
+    finally:
+        class_reader.close()
+        if inst_reader is not None:
+            inst_reader.close()
+    things = [c[0] for c in classes if c[2]]
+    pq = panoptic_quality(acc, pred_categories, segment_categories(true_plan),
+                          {c[0]: c[1] for c in classes}, thing_ids=things).to_dict()
+    return {
+        "semantic": semantic_metrics(cms["all"], names),
+        "panoptic": pq,
+        "seams": {"inside_tiles": semantic_metrics(cms["inside_tiles"], names),
+                  "near_seams": semantic_metrics(cms["near_seams"], names),
+                  "near_seams_pixels": int(cms["near_seams"].sum())},
+    }

@@ -20,18 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
 from pipeline.export import export_cogs
-from pipeline.inference.pool import WorkerPool, tile_tasks
+from pipeline.inference.pool import WorkerPool
 from pipeline.ingest import IngestResult, ingest_geotiff
 from pipeline.io.geotiff import RasterInfo, open_raster
-from pipeline.metrics import open_labels, semantic_confusion, semantic_metrics
+from pipeline.metrics import open_labels, scene_metrics
+from pipeline.panoptic import fuse_scene, segment_categories
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.quicklook import write_quicklooks
 from pipeline.report.writer import render_html, write_json_atomic
 from pipeline.scenes import Scene, SceneKind
-from pipeline.store import SEMANTIC, create_label_array, label_dtype, open_store
+from pipeline.stitching import InstanceStitcher, relabel_instances
+from pipeline.store import (
+    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, create_label_array, label_dtype, open_store,
+)
 from pipeline.summary import summarise_semantic
 from segcore.errors import InputError
 from segcore.geometry.grid import TileGrid
@@ -76,6 +82,9 @@ class SceneState:
     ingest: IngestResult | None = None
     plan: TilePlan | None = None
     tiles_done: int = 0
+    stitcher: InstanceStitcher | None = None
+    seams: dict = field(default_factory=dict)
+    categories: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     metrics: dict | None = None
     exports: dict = field(default_factory=dict)
@@ -141,19 +150,24 @@ def stage_infer(state: SceneState, pool: WorkerPool) -> None:
     dtype, nodata = label_dtype(state.bundle.spec.num_classes)
     group = open_store(state.workspace.store, mode="r+")
     create_label_array(group, SEMANTIC, dtype=dtype, fill_value=nodata, chunks=grid.chunks)
+    if "instance" in state.bundle.spec.heads:
+        raw = create_label_array(group, INSTANCE_RAW, dtype=np.dtype("uint64"), fill_value=0,
+                                 chunks=grid.chunks)
+        state.stitcher = InstanceStitcher(raw)
     sid = state.workspace.scene.scene_id
     start_progress(sid, "infer", len(grid))
-    outcomes = pool.run(str(state.workspace.store), SEMANTIC, nodata, tile_tasks(grid),
-                        progress=lambda n: advance_progress(sid, "infer", n))
+    outcomes = pool.run(str(state.workspace.store), nodata, grid,
+                        progress=lambda n: advance_progress(sid, "infer", n),
+                        on_outcomes=state.stitcher.add if state.stitcher else None)
     state.tiles_done = len({o.index for o in outcomes})
     state.timings["infer"] = time.perf_counter() - start
 
 
 def stage_stitch(state: SceneState) -> None:
-    """Check the mosaic is complete and total the classes over it.
+    """Check the mosaic is complete, stitch instances across tiles, total the classes.
 
-    Semantic tiles need no merging (each worker wrote its own cores); instance
-    stitching plugs in here.
+    Semantic tiles need no merging (each worker wrote its own cores). Instances
+    are matched in the halo overlaps and renumbered 1..M scene-wide, chunk by chunk.
     """
     start = time.perf_counter()
     assert state.plan is not None
@@ -162,12 +176,46 @@ def stage_stitch(state: SceneState) -> None:
         raise RuntimeError(
             f"{state.workspace.scene.path}: only {state.tiles_done} of {expected} tiles finished"
         )
-    group = open_store(state.workspace.store)
+    group = open_store(state.workspace.store, mode="r+")
+    chunks = state.plan.grid.chunks
+    instance = create_label_array(group, INSTANCE, dtype=np.dtype("uint32"), fill_value=0,
+                                  chunks=chunks)
+    if state.stitcher is not None:
+        plan = state.stitcher.plan()
+        relabel_instances(group[INSTANCE_RAW], instance, plan)
+        state.stitcher = None
+        st = plan.stats
+        state.seams = {"instances_merged_across_tiles": st.n_merged, "merges": st.n_merges,
+                       "instances_cut_at_halo": st.n_cut_at_halo, "tile_pieces": st.n_input_ids}
     totals = summarise_semantic(group[SEMANTIC], state.info, state.bundle.spec.num_classes)
     state.summary = {"classes": totals.to_dict(state.bundle.spec.class_names), "instances": {},
                      "nodata_pixels": totals.nodata_pixels}
     state.timings["stitch"] = time.perf_counter() - start
-    state.timings["panoptic"] = 0.0
+
+
+def _class_rows(spec) -> list[tuple[int, str, bool]]:
+    return [(c.id, c.name, c.isthing) for c in sorted(spec.classes, key=lambda c: c.id)]
+
+
+def stage_panoptic(state: SceneState) -> None:
+    """Fuse semantic + instance into ``panoptic`` and ``segments.json``."""
+    start = time.perf_counter()
+    spec = state.bundle.spec
+    group = open_store(state.workspace.store, mode="r+")
+    _, nodata = label_dtype(spec.num_classes)
+    plan, segments = fuse_scene(group, SEMANTIC, INSTANCE, _class_rows(spec), nodata=nodata,
+                                min_stuff_area=spec.min_stuff_area)
+    state.categories = segment_categories(plan)
+    write_json_atomic(state.workspace.partial / "segments.json",
+                      {"segments_info": segments, "categories": [
+                          {"id": c.id, "name": c.name, "isthing": int(c.isthing)}
+                          for c in spec.classes]})
+    counts = {c.name: 0 for c in spec.classes if c.isthing}
+    for seg in segments:
+        if seg["isthing"]:
+            counts[seg["category"]] = counts.get(seg["category"], 0) + 1
+    state.summary["instances"] = counts
+    state.timings["panoptic"] = time.perf_counter() - start
 
 
 def stage_metrics(state: SceneState) -> None:
@@ -175,11 +223,16 @@ def stage_metrics(state: SceneState) -> None:
     start = time.perf_counter()
     labels = state.workspace.labels
     if labels is not None:
+        assert state.plan is not None
         info = open_labels(labels, state.info)
         group = open_store(state.workspace.store)
-        cm = semantic_confusion(group[SEMANTIC], group, info, state.bundle.spec.num_classes)
-        state.metrics = {"semantic": semantic_metrics(cm, state.bundle.spec.class_names),
-                         "labels": str(labels)}
+        metrics = scene_metrics(
+            group[SEMANTIC], group[PANOPTIC], group, info,
+            classes=_class_rows(state.bundle.spec), pred_categories=state.categories,
+            seam_tile=state.plan.grid.tile[:2], seam_width=max(state.plan.halo, 1),
+        )
+        state.seams["metrics"] = metrics.pop("seams")
+        state.metrics = {**metrics, "labels": str(labels)}
     state.timings["metrics"] = time.perf_counter() - start
 
 
@@ -188,8 +241,9 @@ def stage_export(state: SceneState) -> None:
     start = time.perf_counter()
     group = open_store(state.workspace.store)
     _, nodata = label_dtype(state.bundle.spec.num_classes)
-    state.exports = export_cogs(group, [SEMANTIC], state.info, state.workspace.partial,
-                                {SEMANTIC: nodata})
+    state.exports = export_cogs(group, [SEMANTIC, INSTANCE, PANOPTIC], state.info,
+                                state.workspace.partial,
+                                {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0})
     state.timings["export"] = time.perf_counter() - start
 
 
@@ -207,6 +261,7 @@ def build_report(state: SceneState) -> dict:
         "timings_s": timings,
         "summary": state.summary,
         "metrics": state.metrics,
+        "seams": state.seams,
         "outputs": {**state.exports, "zarr": "scene.zarr"},
         "bands": list(state.ingest.bands) if state.ingest else None,
         "crs": state.info.crs_wkt,
@@ -222,7 +277,7 @@ def stage_report(state: SceneState) -> dict:
     images = write_quicklooks(group, group[SEMANTIC], colors, ws.partial,
                               state.options.quicklook_size)
     report = build_report(state)
-    report["outputs"].update(images)
+    report["outputs"].update(images, segments="segments.json")
     (ws.partial / "report.html").write_text(
         render_html(report, dict(zip(spec.class_names, colors)), images))
     write_json_atomic(ws.partial / "report.json", report)
@@ -267,6 +322,7 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
         call(stage_ingest, state)
         call(stage_infer, state, pool)
         call(stage_stitch, state)
+        call(stage_panoptic, state)
         call(stage_metrics, state)
         call(stage_export, state)
         report = call(stage_report, state)

@@ -2,7 +2,9 @@
 
 Layout (CONTRACT.md): ``image`` ``(C, H, W)`` in the input's dtype, ``valid``
 ``(H, W)`` bool (False = input nodata), ``semantic`` ``(H, W)`` class ids with
-255 (65535 for uint16) as nodata. Label arrays are chunked exactly like the tile
+255 (65535 for uint16) as nodata, ``instance`` (scene-unique ids, 0 = none) and
+``panoptic`` (uint32 segment ids, 0 = void); ``instance_raw`` holds the tiles'
+instance ids before cross-tile stitching. Label arrays are chunked exactly like the tile
 grid's cores, so each worker owns whole chunks and no two writers ever share one
 (ENVIRONMENT.md: writers sharing a chunk or shard lose data). No sharding.
 Group attrs hold the georeferencing, class table and model provenance.
@@ -21,6 +23,9 @@ from zarr.codecs import ZstdCodec
 IMAGE = "image"
 VALID = "valid"
 SEMANTIC = "semantic"
+INSTANCE_RAW = "instance_raw"  # per-tile global ids before stitching (uint64)
+INSTANCE = "instance"
+PANOPTIC = "panoptic"
 _COMPRESSORS = (ZstdCodec(level=3),)
 
 

@@ -8,6 +8,18 @@ a cosine schedule, then measures mIoU/Dice on held-out scenes with the same
 streaming confusion matrices the pipeline reports, and stores those figures in
 the bundle's ``model.yaml`` (``training.heldout``).
 
+With ``params: {instance_head: true}`` the data also carry instance maps
+(synthetic: the rendered building ids; GeoTIFF: band 2 of the label file).
+Each crop's instance map gets the same rot90/flip as its image *before* the
+centre/offset targets are computed (``segcore.instances.instance_targets``),
+so the offsets always point at the centres of the augmented crop; the loss
+adds ``segcore.losses.InstanceLoss``. The held-out evaluation then also
+computes panoptic quality (predicted panoptic map: semantic argmax +
+``group_instances`` on thing pixels, fused like the truth with
+``segcore.panoptic``) and records it with the grouping settings used
+(``training.heldout.pq`` / ``pq_things`` / ``per_class_pq``,
+``training.grouping``).
+
 Reproducible: every random choice derives from ``seed``; with the same
 ``threads`` the same config gives the same weights.
 """
@@ -28,9 +40,13 @@ from pipeline.bundle import ClassSpec, InputSpec, ModelBundle, ModelSpec, save_b
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.padding import pad_to_multiple
 from segcore.geometry.window import Window
+from segcore.instances.grouping import group_instances
+from segcore.instances.targets import instance_targets
 from segcore.losses import SegmentationLoss
+from segcore.losses.instance import InstanceLoss
 from segcore.metrics.confusion import SemanticScores, confusion_matrix
 from segcore.models.factory import build_model
+from segcore.panoptic import FusionStats, PanopticAccumulator, apply_plan, decide, panoptic_quality
 from segcore.receptive_field import measure
 from segcore.synthetic.satellite import SATELLITE_CLASSES, SatelliteSceneSpec, render
 
@@ -71,6 +87,16 @@ class GeoTiffData(BaseModel):
     classes: list[ClassSpec]
 
 
+class GroupingConfig(BaseModel):
+    """Held-out instance grouping (``segcore.instances.group_instances``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float = Field(default=0.1, ge=0)
+    nms_kernel: int = Field(default=7, ge=1)
+    top_k: int | None = Field(default=None, ge=1)
+
+
 class TrainConfig(BaseModel):
     """A training run (YAML, see ``configs/demo-satellite.yaml``)."""
 
@@ -87,6 +113,11 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
     dice_weight: float = Field(default=1.0, ge=0)
+    # instance head (only used with params.instance_head: true)
+    center_sigma: float = Field(default=4.0, gt=0)  # Gaussian of the centre targets, pixels
+    center_weight: float = Field(default=200.0, ge=0)  # Panoptic-DeepLab
+    offset_weight: float = Field(default=0.1, ge=0)  # 10x Panoptic-DeepLab: small buildings
+    grouping: GroupingConfig = Field(default_factory=GroupingConfig)
     seed: int = 0
     threads: int = Field(default=2, ge=1)
     tile: int = Field(default=512, ge=16)
@@ -109,48 +140,84 @@ def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> Tr
 
 # --------------------------------------------------------------------------- data
 class Scenes:
-    """In-memory training scenes: images ``(C, H, W)`` uint8/float, labels ``(H, W)``."""
+    """In-memory training scenes: images ``(C, H, W)`` uint8/float, labels ``(H, W)``,
+    optionally instance maps ``(H, W)`` (0 = no instance)."""
 
-    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], ignore: int) -> None:
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], ignore: int,
+                 instances: list[np.ndarray] | None = None) -> None:
         self.images, self.labels, self.ignore = images, labels, ignore
+        self.instances = instances
 
     def crops(self, rng: np.random.Generator, n: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
+        """``n`` random augmented crops: images ``(n, C, crop, crop)``, labels ``(n, crop, crop)``."""
+        xs, ys, _ = self._crops(rng, n, crop, with_instances=False)
+        return xs, ys
+
+    def instance_crops(self, rng: np.random.Generator, n: int,
+                       crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As :meth:`crops` plus the instance crops ``(n, crop, crop)``, augmented identically."""
+        if self.instances is None:
+            raise ConfigError("instance_head: the training data carry no instance maps")
+        xs, ys, inst = self._crops(rng, n, crop, with_instances=True)
+        assert inst is not None
+        return xs, ys, inst
+
+    def _crops(self, rng: np.random.Generator, n: int, crop: int,
+               *, with_instances: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        # The random draws are the same with and without instances.
+        xs, ys, zs = [], [], []
         for _ in range(n):
             i = int(rng.integers(len(self.images)))
             img, lab = self.images[i], self.labels[i]
             r = int(rng.integers(0, lab.shape[0] - crop + 1))
             c = int(rng.integers(0, lab.shape[1] - crop + 1))
             x, y = img[:, r : r + crop, c : c + crop], lab[r : r + crop, c : c + crop]
+            z = self.instances[i][r : r + crop, c : c + crop] if with_instances else None
             k = int(rng.integers(4))
             x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k)
+            z = None if z is None else np.rot90(z, k)
             if rng.random() < 0.5:
                 x, y = x[:, :, ::-1], y[:, ::-1]
+                z = None if z is None else z[:, ::-1]
             xs.append(x.copy())
             ys.append(y.copy())
-        return np.stack(xs), np.stack(ys)
+            if z is not None:
+                zs.append(z.copy())
+        return np.stack(xs), np.stack(ys), (np.stack(zs) if with_instances else None)
 
 
-def synthetic_scenes(data: SyntheticData, *, heldout: bool) -> Scenes:
+def crop_targets(instances: np.ndarray, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched ``instance_targets`` of (already augmented) instance crops ``(N, H, W)``.
+
+    Returns centre heatmaps ``(N, 1, H, W)``, offsets ``(N, 2, H, W)`` and
+    offset weights ``(N, H, W)``, float32 tensors.
+    """
+    heats, offsets, weights = zip(*(instance_targets(z, sigma=sigma) for z in instances))
+    return (torch.from_numpy(np.stack(heats)), torch.from_numpy(np.stack(offsets)),
+            torch.from_numpy(np.stack(weights)))
+
+
+def synthetic_scenes(data: SyntheticData, *, heldout: bool, instances: bool = False) -> Scenes:
     n, size, seed = (
         (data.heldout_scenes, data.heldout_size, data.heldout_seed) if heldout
         else (data.scenes, data.size, data.seed)
     )
-    images, labels = [], []
+    images, labels, inst = [], [], []
     for i in range(n):
         spec = SatelliteSceneSpec(seed=seed + i, height=size, width=size, bands=data.bands)
         out = render(spec, Window((0, 0), (size, size)))
         images.append(out.image)
         labels.append(out.semantic.astype(np.int64))
-    return Scenes(images, labels, ignore=255)
+        inst.append(out.instance.astype(np.int64))
+    return Scenes(images, labels, ignore=255, instances=inst if instances else None)
 
 
-def geotiff_scenes(data: GeoTiffData, *, heldout: bool) -> Scenes:
+def geotiff_scenes(data: GeoTiffData, *, heldout: bool, instances: bool = False) -> Scenes:
     from pipeline.io.geotiff import GeoTiffReader, open_raster
     from pipeline.metrics import unlabelled_value
 
     pairs = data.heldout if heldout else data.train
-    images, labels = [], []
+    images, labels, inst = [], [], []
     for pair in pairs:
         info = open_raster(pair.image, require_crs=False)
         linfo = open_raster(pair.labels, require_crs=False)
@@ -164,13 +231,21 @@ def geotiff_scenes(data: GeoTiffData, *, heldout: bool) -> Scenes:
             lab = r.read(window)[0].astype(np.int64)
         lab[lab == unlabelled_value(linfo.dtype)] = 255
         labels.append(lab)
-    return Scenes(images, labels, ignore=255)
+        if instances:
+            if linfo.count < 2:
+                raise InputError(str(pair.labels), "instance_head: true needs instance ids in band 2 "
+                                 "of the label file (0 = no instance); this file has one band")
+            with GeoTiffReader(pair.labels, bands=[2]) as r:
+                ids = r.read(window)[0].astype(np.int64)
+            ids[(lab == 255) | (ids < 0)] = 0
+            inst.append(ids)
+    return Scenes(images, labels, ignore=255, instances=inst if instances else None)
 
 
-def load_scenes(data: SyntheticData | GeoTiffData, *, heldout: bool) -> Scenes:
+def load_scenes(data: SyntheticData | GeoTiffData, *, heldout: bool, instances: bool = False) -> Scenes:
     if isinstance(data, SyntheticData):
-        return synthetic_scenes(data, heldout=heldout)
-    return geotiff_scenes(data, heldout=heldout)
+        return synthetic_scenes(data, heldout=heldout, instances=instances)
+    return geotiff_scenes(data, heldout=heldout, instances=instances)
 
 
 def class_table(data: SyntheticData | GeoTiffData) -> list[ClassSpec]:
@@ -190,24 +265,94 @@ def normalisation(scenes: Scenes) -> tuple[list[float], list[float], float]:
 
 
 # --------------------------------------------------------------------------- loop
+def _fuse(semantic: np.ndarray, instance: np.ndarray, classes: list[ClassSpec],
+          nodata: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Panoptic ids ``(H, W)`` of one scene and their categories (``segcore.panoptic``)."""
+    table = [(c.id, c.name, c.isthing) for c in classes]
+    stats = FusionStats(ndim=2, nodata=nodata)
+    stats.add(semantic, instance)
+    plan = decide(stats, table, min_stuff_area=0)
+    return apply_plan(plan, semantic, instance), {g.id: g.category_id for g in plan.segments}
+
+
+class _PanopticEval:
+    """Held-out panoptic quality over several scenes (segment ids made unique per scene)."""
+
+    def __init__(self, classes: list[ClassSpec], nodata: int) -> None:
+        self.classes, self.nodata = classes, nodata
+        self.acc = PanopticAccumulator()
+        self.pred_cat: dict[int, int] = {}
+        self.true_cat: dict[int, int] = {}
+        self.next_id = 1
+
+    def _relabel(self, pan: np.ndarray, cats: dict[int, int], into: dict[int, int]) -> np.ndarray:
+        """Map this scene's segment ids to fresh global ones (void stays 0)."""
+        ids = np.array(sorted(cats), dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros(pan.shape, np.uint32)
+        new = np.arange(self.next_id, self.next_id + ids.size, dtype=np.int64)
+        self.next_id += ids.size
+        into.update({int(n): cats[int(i)] for i, n in zip(ids, new)})
+        pos = np.searchsorted(ids, pan.astype(np.int64)).clip(0, ids.size - 1)
+        return np.where(pan > 0, new[pos], 0).astype(np.uint32)
+
+    def add(self, pred_sem: np.ndarray, pred_inst: np.ndarray, true_sem: np.ndarray,
+            true_inst: np.ndarray) -> None:
+        pred, pcat = _fuse(pred_sem, pred_inst, self.classes, self.nodata)
+        true, tcat = _fuse(true_sem, true_inst, self.classes, self.nodata)
+        self.acc.add(self._relabel(pred, pcat, self.pred_cat), self._relabel(true, tcat, self.true_cat))
+
+    def scores(self) -> dict[str, Any]:
+        q = panoptic_quality(self.acc, self.pred_cat, self.true_cat,
+                             {c.id: c.name for c in self.classes},
+                             thing_ids=[c.id for c in self.classes if c.isthing])
+        return {"pq": q.pq, "pq_things": q.things["pq"], "pq_stuff": q.stuff["pq"],
+                "per_class_pq": {name: cq.pq for name, cq in q.per_class.items()}}
+
+
 def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[float],
-             scale: float, names: list[str]) -> dict[str, Any]:
-    """Whole-scene inference on held-out scenes; streaming confusion -> mIoU, Dice."""
+             scale: float, names: list[str], *, classes: list[ClassSpec] | None = None,
+             grouping: GroupingConfig | None = None) -> dict[str, Any]:
+    """Whole-scene inference on held-out scenes; streaming confusion -> mIoU, Dice.
+
+    For a network with an instance head (dict output) and scenes with instance
+    maps, also panoptic quality: ``pq``, ``pq_things``, ``pq_stuff``,
+    ``per_class_pq`` ({name: pq}, None for classes absent from both maps).
+    """
     net.eval()
     k = len(names)
     cm = np.zeros((k, k), dtype=np.int64)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.tensor(std, dtype=torch.float32)[:, None, None]
     stride = int(getattr(net, "stride", 1))
+    grouping = grouping or GroupingConfig()
+    panoptic: _PanopticEval | None = None
+    if classes is not None and scenes.instances is not None:
+        panoptic = _PanopticEval(classes, scenes.ignore)
+        isthing = np.zeros(max(c.id for c in classes) + 1, bool)
+        for c in classes:
+            isthing[c.id] = c.isthing
     with torch.inference_mode():
-        for img, lab in zip(scenes.images, scenes.labels):
+        for i, (img, lab) in enumerate(zip(scenes.images, scenes.labels)):
             x = (torch.from_numpy(img.astype(np.float32)) * scale - m) / s
             x, size = pad_to_multiple(x[None], stride, spatial_dims=2)
-            pred = net(x)[0, :, : size[0], : size[1]].argmax(0).numpy()
+            out = net(x)
+            logits = out["semantic"] if isinstance(out, dict) else out
+            pred = logits[0, :, : size[0], : size[1]].argmax(0).numpy()
             cm += confusion_matrix(pred, lab, k, ignore_index=scenes.ignore)
+            if panoptic is not None and isinstance(out, dict):
+                center = out["center"][0, :, : size[0], : size[1]]
+                offset = out["offset"][0, :, : size[0], : size[1]]
+                inst = group_instances(center, offset, torch.from_numpy(isthing[pred]),
+                                       threshold=grouping.threshold, nms_kernel=grouping.nms_kernel,
+                                       top_k=grouping.top_k).numpy()
+                panoptic.add(pred, inst, lab, scenes.instances[i])
     scores = SemanticScores.from_confusion(cm, names).to_dict()
-    return {"miou": scores["miou"], "dice": scores["dice"], "per_class": scores["per_class"],
-            "scenes": len(scenes.images)}
+    result = {"miou": scores["miou"], "dice": scores["dice"], "per_class": scores["per_class"],
+              "scenes": len(scenes.images)}
+    if panoptic is not None:
+        result.update(panoptic.scores())
+    return result
 
 
 def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = None) -> ModelBundle:
@@ -217,7 +362,8 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     rng = np.random.default_rng(cfg.seed)
     classes = class_table(cfg.data)
     names = [c.name for c in classes]
-    train_set = load_scenes(cfg.data, heldout=False)
+    with_instances = bool(cfg.params.get("instance_head", False))
+    train_set = load_scenes(cfg.data, heldout=False, instances=with_instances)
     channels = train_set.images[0].shape[0]
     params = {"in_channels": channels, "num_classes": len(classes), **cfg.params}
     net = build_model(cfg.architecture, **params)
@@ -225,6 +371,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     m = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
     s = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
     loss_fn = SegmentationLoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
+    inst_loss = InstanceLoss(center_weight=cfg.center_weight, offset_weight=cfg.offset_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.1)
@@ -232,9 +379,17 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     net.train()
     loss_value = float("nan")
     for step in range(1, cfg.steps + 1):
-        xb, yb = train_set.crops(rng, cfg.batch_size, cfg.crop)
-        x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
-        loss = loss_fn(net(x), torch.from_numpy(yb))
+        if with_instances:
+            xb, yb, zb = train_set.instance_crops(rng, cfg.batch_size, cfg.crop)
+            x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
+            heat, off, w = crop_targets(zb, cfg.center_sigma)
+            pred = net(x)
+            loss = loss_fn(pred["semantic"], torch.from_numpy(yb)) + inst_loss(
+                pred["center"], pred["offset"], heat, off, w)
+        else:
+            xb, yb = train_set.crops(rng, cfg.batch_size, cfg.crop)
+            x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
+            loss = loss_fn(net(x), torch.from_numpy(yb))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -243,17 +398,27 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
         if on_step is not None:
             on_step(step, loss_value)
     train_seconds = time.perf_counter() - start
-    heldout = evaluate(net, load_scenes(cfg.data, heldout=True), mean, std, scale, names)
+    heldout = evaluate(net, load_scenes(cfg.data, heldout=True, instances=with_instances),
+                       mean, std, scale, names, classes=classes, grouping=cfg.grouping)
     stride = int(getattr(net, "stride", 1))
     rf = int(getattr(net, "receptive_field", 0)) or measure(net, channels, ndim=2)
+    extra: dict[str, Any] = {}
+    if with_instances:
+        extra["heads"] = ["semantic", "instance"]
+        if "instances" in ModelSpec.model_fields:  # grouping for inference, where ModelSpec has it
+            extra["instances"] = cfg.grouping.model_dump()
     spec = ModelSpec(
+        **extra,
         name=cfg.name, architecture=cfg.architecture, params=params, weights="model.safetensors",
         input=InputSpec(channels=channels, mean=mean, std=std,
                         bands=getattr(cfg.data, "bands", None) if isinstance(cfg.data, GeoTiffData) else None),
         classes=classes, tile=cfg.tile, receptive_field=rf, stride=stride,
         training={"config": cfg.model_dump(mode="json"), "final_loss": loss_value,
                   "train_seconds": round(train_seconds, 1), "heldout": heldout,
-                  "torch": torch.__version__},
+                  "torch": torch.__version__,
+                  # The grouping (and target sigma) the held-out PQ was measured with.
+                  **({"grouping": {**cfg.grouping.model_dump(mode="json"),
+                                   "center_sigma": cfg.center_sigma}} if with_instances else {})},
     )
     net.eval()
     return save_bundle(out, spec, net.state_dict())

@@ -142,3 +142,29 @@ def _single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_instance_bundle(tmp_path_factory, tiny_bundle):
+    """The tiny U-Net with a (random) centre/offset instance head."""
+    import torch
+
+    from pipeline.bundle import InstanceSpec, save_bundle
+    from segcore.models.factory import build_model
+
+    torch.manual_seed(1)
+    params = {**tiny_bundle.spec.params, "instance_head": True}
+    net = build_model("unet2d", **params).eval()
+    spec = tiny_bundle.spec.model_copy(update={
+        "name": "tiny-instances", "params": params, "heads": ["semantic", "instance"],
+        "instances": InstanceSpec(threshold=0.0, nms_kernel=9)})
+    return save_bundle(tmp_path_factory.mktemp("tiny-inst"), spec, net.state_dict())
+
+
+@pytest.fixture(scope="module")
+def tiny_instance_pool(ray_session, tiny_instance_bundle):
+    from pipeline.inference.pool import PoolConfig, WorkerPool
+
+    pool = WorkerPool(str(tiny_instance_bundle.path), PoolConfig(workers=2, batch_size=4))
+    yield pool
+    pool.shutdown()

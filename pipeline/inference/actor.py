@@ -1,8 +1,11 @@
 """The Ray actor shell: load the model once, then read tiles + halo from the
 Zarr store, predict, and write only the tile cores back.
 
-Each core is exactly one chunk of the output array, so no two actors ever write
-the same chunk; pixels never travel through the driver or Ray's object store.
+Each core is exactly one chunk of every output array, so no two actors ever
+write the same chunk; pixels never travel through the driver or Ray's object
+store. For instance models the actor also returns what cross-tile stitching
+needs: its id range, the ids cut at its halo limit, and its own labels over
+each neighbour's core (at most halo x tile side pixels per neighbour).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +22,33 @@ import torch
 
 from pipeline.bundle import load_bundle
 from pipeline.inference.predictor import TilePredictor
-from pipeline.store import IMAGE, VALID, open_store
+from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
+from segcore.geometry.grid import Tile, TileGrid
+from segcore.labels.stitch import core_instances, halo_cut_ids, neighbour_overlaps, offset_ids
 
 
-@dataclass(frozen=True)
-class TileTask:
-    """A tile as the actor needs it: halo window to read, core to write (2-D)."""
+def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
+    """First global instance id of a tile, minus one: ``flat index x pixels per core``.
 
-    index: tuple[int, ...]
-    halo_start: tuple[int, ...]
-    halo_stop: tuple[int, ...]
-    core_start: tuple[int, ...]
-    core_stop: tuple[int, ...]
-
-    def halo_slices(self) -> tuple[slice, ...]:
-        return tuple(slice(a, b) for a, b in zip(self.halo_start, self.halo_stop))
-
-    def core_slices(self) -> tuple[slice, ...]:
-        return tuple(slice(a, b) for a, b in zip(self.core_start, self.core_stop))
-
-    def core_in_halo(self) -> tuple[slice, ...]:
-        return tuple(
-            slice(c0 - h0, c1 - h0)
-            for c0, c1, h0 in zip(self.core_start, self.core_stop, self.halo_start)
-        )
+    A core cannot hold more instances than pixels, so ranges never overlap.
+    """
+    flat = int(np.ravel_multi_index(index, grid.grid_shape))
+    return flat * int(np.prod(grid.tile))
 
 
 @dataclass(frozen=True)
 class TileOutcome:
+    """What a tile sends back: timings and, for instance models, stitching records."""
+
     index: tuple[int, ...]
     seconds: float
     worker: str
+    id_offset: int = 0
+    id_count: int = 0
+    cut_ids: np.ndarray | None = None
+    # (neighbour index, window start, window stop, this tile's global ids there)
+    patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], np.ndarray]] = field(
+        default_factory=list)
 
 
 class TileWorker:
@@ -71,20 +70,41 @@ class TileWorker:
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         }
 
-    def run(self, store_path: str, output: str, nodata: int, tasks: list[TileTask]) -> list[TileOutcome]:
+    def run(self, store_path: str, nodata: int, grid: TileGrid,
+            indices: list[tuple[int, ...]]) -> list[TileOutcome]:
         group = self._stores.get(store_path)
         if group is None:
             group = self._stores[store_path] = open_store(Path(store_path), mode="r+")
-        image, valid, out = group[IMAGE], group[VALID], group[output]
         start = time.perf_counter()
-        images = [image[(slice(None), *t.halo_slices())] for t in tasks]
-        valids = [np.asarray(valid[t.halo_slices()], dtype=bool) for t in tasks]
-        labels = self.predictor.predict(images, valids, nodata=nodata)
-        for t, lab in zip(tasks, labels):
-            out[t.core_slices()] = lab[t.core_in_halo()]
-        per_tile = (time.perf_counter() - start) / max(len(tasks), 1)
+        tiles = [grid.tile_at(i) for i in indices]
+        images = [group[IMAGE][(slice(None), *t.halo.slices)] for t in tiles]
+        valids = [np.asarray(group[VALID][t.halo.slices], dtype=bool) for t in tiles]
+        predictions = self.predictor.predict(images, valids, nodata=nodata)
+        outcomes = []
+        per_tile = 0.0
+        for tile, pred in zip(tiles, predictions):
+            group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
+            outcome = {}
+            if pred.instance is not None:
+                outcome = self._write_instances(group, grid, tile, pred.instance)
+            per_tile = (time.perf_counter() - start) / len(tiles)
+            outcomes.append(TileOutcome(tile.index, per_tile, self.worker_id, **outcome))
         _release_free_memory()
-        return [TileOutcome(t.index, per_tile, self.worker_id) for t in tasks]
+        return outcomes
+
+    @staticmethod
+    def _write_instances(group, grid: TileGrid, tile: Tile, local: np.ndarray) -> dict:
+        ids, count = core_instances(local, tile.core_in_halo)
+        offset = id_offset(grid, tile.index)
+        global_ids = offset_ids(ids, offset, dtype=np.uint64)
+        group[INSTANCE_RAW][tile.core.slices] = global_ids[tile.core_in_halo.slices]
+        patches = []
+        for neighbour, window in neighbour_overlaps(grid, tile):
+            patch = global_ids[window.relative_to(tile.halo).slices]
+            if patch.any():
+                patches.append((neighbour, window.start, window.stop, patch))
+        return {"id_offset": offset, "id_count": count, "patches": patches,
+                "cut_ids": halo_cut_ids(global_ids, tile, grid.shape)}
 
     def forget(self, store_path: str) -> None:
         """Drop the cached handle of a finished store."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import ray
 from ray.util import ActorPool
 
-from pipeline.inference.actor import RemoteTileWorker, TileOutcome, TileTask
+from pipeline.inference.actor import RemoteTileWorker, TileOutcome
 from pipeline.inference.runtime import ensure_ray
 from segcore.errors import ConfigError
 from segcore.geometry.grid import TileGrid
@@ -74,14 +74,6 @@ def check_capacity(available: dict, workers: int, gpus_per_worker: float,
             )
 
 
-def tile_tasks(grid: TileGrid) -> list[TileTask]:
-    """The grid's tiles as actor tasks."""
-    return [
-        TileTask(t.index, t.halo.start, t.halo.stop, t.core.start, t.core.stop)
-        for t in grid
-    ]
-
-
 class WorkerPool:
     """Model actors plus dynamic scheduling of tile batches."""
 
@@ -120,20 +112,29 @@ class WorkerPool:
             ) from None
 
     def run(
-        self, store_path: str, output: str, nodata: int, tasks: Sequence[TileTask],
+        self, store_path: str, nodata: int, grid: TileGrid,
         progress: ProgressCallback | None = None,
+        on_outcomes: Callable[[list[TileOutcome]], None] | None = None,
     ) -> list[TileOutcome]:
-        """Process ``tasks`` of one store; returns one outcome per tile."""
+        """Process every tile of ``grid`` for one store; returns one outcome per tile.
+
+        ``on_outcomes`` sees each finished batch as it arrives (the instance stitcher
+        consumes the boundary records there, so they are not all held at once).
+        """
+        indices = [t.index for t in grid]
         size = self.config.batch_size
         # Small scenes: spread tiles over all actors rather than one big batch.
-        size = max(1, min(size, math.ceil(len(tasks) / len(self.actors))))
-        batches = [list(tasks[i : i + size]) for i in range(0, len(tasks), size)]
+        size = max(1, min(size, math.ceil(len(indices) / len(self.actors))))
+        batches = [indices[i : i + size] for i in range(0, len(indices), size)]
         outcomes: list[TileOutcome] = []
         pool = ActorPool(self.actors)
+        grid_ref = ray.put(grid)
         for result in pool.map_unordered(
-            lambda actor, batch: actor.run.remote(store_path, output, nodata, batch), batches
+            lambda actor, batch: actor.run.remote(store_path, nodata, grid_ref, batch), batches
         ):
-            outcomes.extend(result)
+            if on_outcomes is not None:
+                on_outcomes(result)
+            outcomes.extend(replace(o, patches=[], cut_ids=None) for o in result)
             if progress is not None:
                 progress(len(result))
         for actor in self.actors:

@@ -6,12 +6,23 @@ Pattern: segcore model -> this class -> Ray actor.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from pipeline.bundle import ModelBundle
 from segcore.errors import ModelError
 from segcore.geometry.padding import pad_to_multiple
+from segcore.instances.grouping import group_instances
+
+
+@dataclass(frozen=True)
+class TilePrediction:
+    """Labels of one tile window: class ids and tile-local instance ids (0 = none)."""
+
+    semantic: np.ndarray  # (h, w) uint8/uint16, nodata where the input is invalid
+    instance: np.ndarray | None  # (h, w) int64 local ids, None for semantic-only models
 
 
 class TilePredictor:
@@ -35,6 +46,8 @@ class TilePredictor:
         self._scale = spec.value_scale
         self.stride = bundle.spec.stride
         self.channels = spec.channels
+        self.thing_ids = np.array([c.id for c in bundle.spec.classes if c.isthing], dtype=np.int64)
+        self.has_instances = "instance" in bundle.spec.heads
 
     def normalise(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(C, h, w)`` raw samples -> float32 model input; nodata and NaN become 0."""
@@ -51,28 +64,37 @@ class TilePredictor:
         return x
 
     @torch.inference_mode()
-    def logits(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """Model logits for same-shape normalised tiles: ``[(C, h, w)] -> [(K, h, w)]``."""
+    def outputs(self, batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Model heads for same-shape normalised tiles: ``[(C, h, w)] -> [{head: (k, h, w)}]``."""
         x = torch.from_numpy(np.stack(batch)).to(self.device)
         x, size = pad_to_multiple(x, self.stride, spatial_dims=2)
         out = self.net(x)
-        if isinstance(out, dict):
-            out = out["semantic"]
-        out = out[..., : size[0], : size[1]]
-        return [o.float().cpu().numpy() for o in out]
+        heads = out if isinstance(out, dict) else {"semantic": out}
+        cropped = {k: v[..., : size[0], : size[1]].float().cpu().numpy() for k, v in heads.items()}
+        return [{k: v[i] for k, v in cropped.items()} for i in range(len(batch))]
+
+    def _instances(self, heads: dict[str, np.ndarray], semantic: np.ndarray,
+                   valid: np.ndarray) -> np.ndarray:
+        grouping = self.bundle.spec.instances
+        things = np.isin(semantic, self.thing_ids) & valid
+        return group_instances(
+            heads["center"], heads["offset"], things, threshold=grouping.threshold,
+            nms_kernel=grouping.nms_kernel, top_k=grouping.top_k,
+        ).numpy()
 
     def predict(
         self, images: list[np.ndarray], valids: list[np.ndarray], *, nodata: int
-    ) -> list[np.ndarray]:
-        """Class ids ``(h, w)`` per tile, ``nodata`` where the input is invalid."""
+    ) -> list[TilePrediction]:
+        """Class ids ``(h, w)`` (``nodata`` where the input is invalid) and instances per tile."""
         inputs = [self.normalise(im, va) for im, va in zip(images, valids)]
-        labels: list[np.ndarray] = [np.empty(0)] * len(inputs)
+        results: list[TilePrediction | None] = [None] * len(inputs)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, x in enumerate(inputs):
             by_shape.setdefault(x.shape, []).append(i)
         for indices in by_shape.values():
-            for i, lg in zip(indices, self.logits([inputs[i] for i in indices])):
-                lab = lg.argmax(axis=0).astype(np.uint16 if nodata > 255 else np.uint8)
+            for i, heads in zip(indices, self.outputs([inputs[i] for i in indices])):
+                lab = heads["semantic"].argmax(axis=0).astype(np.uint16 if nodata > 255 else np.uint8)
                 lab[~valids[i]] = nodata
-                labels[i] = lab
-        return labels
+                inst = self._instances(heads, lab, valids[i]) if self.has_instances else None
+                results[i] = TilePrediction(lab, inst)
+        return results  # type: ignore[return-value]

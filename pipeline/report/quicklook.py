@@ -13,7 +13,7 @@ import numpy as np
 import zarr
 from PIL import Image
 
-from pipeline.store import IMAGE, VALID, iter_blocks
+from pipeline.store import IMAGE, INSTANCE, VALID, iter_blocks
 
 
 def decimation(shape: tuple[int, int], max_size: int) -> int:
@@ -65,6 +65,21 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, in
     return out.astype(np.uint8)
 
 
+def instance_colours(ids: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` uint8 pseudo-random colour per instance id (0 -> black).
+
+    Examples
+    --------
+    >>> instance_colours(np.array([0, 7]))[0].tolist()
+    [0, 0, 0]
+    """
+    h = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    rgb = np.stack([(h >> np.uint64(s)) & np.uint64(0xFF) for s in (16, 32, 48)], axis=-1)
+    rgb = (rgb.astype(np.uint16) // 2 + 96).astype(np.uint8)
+    rgb[ids == 0] = 0
+    return rgb
+
+
 def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple[int, int, int]],
                      out_dir: Path, max_size: int) -> dict[str, str]:
     """Write ``quicklook.png`` (image), ``quicklook_semantic.png`` (classes over the image)
@@ -78,4 +93,11 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     Image.fromarray(overlay(rgb, labels, colors)).save(out_dir / names["semantic"], optimize=True)
     classes = overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)
     Image.fromarray(classes).save(out_dir / names["classes"], optimize=True)
+    if INSTANCE in group:
+        ids = _strided(group[INSTANCE], step)
+        shown = rgb.copy()
+        inside = ids > 0
+        shown[inside] = (0.35 * rgb[inside] + 0.65 * instance_colours(ids[inside])).astype(np.uint8)
+        names["instances"] = "quicklook_instances.png"
+        Image.fromarray(shown).save(out_dir / names["instances"], optimize=True)
     return names

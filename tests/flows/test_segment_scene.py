@@ -34,7 +34,7 @@ def test_segment_scene_runs_one_task_per_stage(scene_factory, demo_bundle, demo_
     report = state.result()
     assert (ws.final / "report.json").is_file() and report["tiles"]["total"] == 4
     flow_run_id = state.state_details.flow_run_id
-    stages = {"ingest", "infer", "stitch", "metrics", "export", "report"}
+    stages = {"ingest", "infer", "stitch", "panoptic", "metrics", "export", "report"}
     deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
         while True:  # task runs are recorded from events, asynchronously
@@ -51,20 +51,43 @@ def test_segment_scene_runs_one_task_per_stage(scene_factory, demo_bundle, demo_
 
 def test_tiled_output_equals_single_tile_run(scene_factory, demo_bundle, demo_pool, tmp_path,
                                              prefect_harness):
-    """Acceptance: 2048 x 2048, --tile 256 vs one tile (--tile 4096): >= 99.99 % agree."""
+    """Acceptance: 2048 x 2048, --tile 256 vs one tile (--tile 4096): >= 99.99 % of the
+    semantic pixels agree, the panoptic maps have PQ >= 0.98 and no instance that is whole
+    in the single-tile run is split in the tiled one."""
+    from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
+
     image, _ = scene_factory("seamless", size=(2048, 2048), seed=11)
     scenes = [_scene(image)]
-    outputs = {}
+    outputs, categories = {}, {}
     for tile in (256, 4096):
         out = tmp_path / f"tile{tile}"
         result = segment_batch(scenes, demo_bundle, RunOptions(tile=tile), out, pool=demo_pool)
         assert result.failed == 0
         report = json.loads((out / "seamless" / "report.json").read_text())
         assert report["tiles"]["total"] == (64 if tile == 256 else 1)
-        outputs[tile] = open_store(out / "seamless" / "scene.zarr")[SEMANTIC][:]
-    agree = float((outputs[256] == outputs[4096]).mean())
+        group = open_store(out / "seamless" / "scene.zarr")
+        outputs[tile] = {name: group[name][:] for name in (SEMANTIC, "instance", "panoptic")}
+        segments = json.loads((out / "seamless" / "segments.json").read_text())["segments_info"]
+        categories[tile] = {s["id"]: s["category_id"] for s in segments}
+    tiled, whole = outputs[256], outputs[4096]
+    agree = float((tiled[SEMANTIC] == whole[SEMANTIC]).mean())
     print(f"seamless agreement tile 256 vs single tile: {agree:.6%}")
     assert agree >= 0.9999
+    # panoptic: tiled measured against the single-tile run
+    acc = PanopticAccumulator()
+    acc.add(tiled["panoptic"], whole["panoptic"])
+    names = dict(enumerate(demo_bundle.spec.class_names))
+    things = [c.id for c in demo_bundle.spec.classes if c.isthing]
+    pq = panoptic_quality(acc, categories[256], categories[4096], names, thing_ids=things)
+    print(f"panoptic quality tile 256 vs single tile: PQ {pq.pq:.6f}")
+    assert pq.pq >= 0.98
+    # no whole object split: each single-run instance meets exactly one tiled id
+    inside = whole["instance"] > 0
+    assert inside.any()
+    pairs = np.unique(np.stack([whole["instance"][inside], tiled["instance"][inside]]), axis=1)
+    pairs = pairs[:, pairs[1] > 0]
+    split = np.unique(pairs[0], return_counts=True)[1] > 1
+    assert not split.any(), f"{int(split.sum())} single-tile instances split by tiling"
 
 
 def test_metrics_equal_torchmetrics(scene_factory, demo_bundle, demo_pool, tmp_path,

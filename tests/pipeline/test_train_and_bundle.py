@@ -30,7 +30,8 @@ def test_training_on_synthetic_scenes_writes_a_runnable_bundle(tmp_path):
     assert loaded.spec.class_names == ["background", "vegetation", "water", "road", "building"]
     labels = TilePredictor(loaded).predict([np.zeros((3, 40, 40), np.uint8)],
                                            [np.ones((40, 40), bool)], nodata=255)
-    assert labels[0].shape == (40, 40) and labels[0].max() < 5
+    assert labels[0].semantic.shape == (40, 40) and labels[0].semantic.max() < 5
+    assert labels[0].instance is None
 
 
 def test_training_on_geotiff_pairs(scene_factory, tmp_path):
@@ -85,7 +86,7 @@ def test_torchscript_bundle_matches_state_dict_bundle(tmp_path, tiny_bundle):
     image = rng.integers(0, 255, (3, 64, 48), dtype=np.uint8)
     valid = np.ones((64, 48), bool)
     valid[:5] = False
-    a = TilePredictor(tiny_bundle).predict([image], [valid], nodata=255)[0]
-    b = TilePredictor(load_bundle(ts_dir)).predict([image], [valid], nodata=255)[0]
+    a = TilePredictor(tiny_bundle).predict([image], [valid], nodata=255)[0].semantic
+    b = TilePredictor(load_bundle(ts_dir)).predict([image], [valid], nodata=255)[0].semantic
     np.testing.assert_array_equal(a, b)
     assert (a[:5] == 255).all()
