@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from pipeline.inference.actor import TileOutcome
+from pipeline.inference.actor import TileOutcome, unpack_patch
 from pipeline.store import iter_blocks
 from segcore.labels.stitch import IdRange, OverlapTable, StitchPlan, overlap_table, stitch_plan
 
@@ -25,7 +25,7 @@ class InstanceStitcher:
     def __init__(self, instance_raw: zarr.Array) -> None:
         self.raw = instance_raw
         self.done: set[tuple[int, ...]] = set()
-        self.pending: dict[tuple[int, ...], list[tuple[tuple[slice, ...], np.ndarray]]] = {}
+        self.pending: dict[tuple[int, ...], list[tuple[tuple[slice, ...], bytes]]] = {}
         self.tables: list[OverlapTable] = []
         self.ranges: list[IdRange] = []
         self.cut: list[np.ndarray] = []
@@ -36,12 +36,13 @@ class InstanceStitcher:
             self.ranges.append(IdRange(o.id_offset, o.id_count))
             if o.cut_ids is not None:
                 self.cut.append(o.cut_ids)
-            for neighbour, start, stop, patch in o.patches:
+            for neighbour, start, stop, packed in o.patches:
                 window = tuple(slice(a, b) for a, b in zip(start, stop))
-                self.pending.setdefault(neighbour, []).append((window, patch))
+                self.pending.setdefault(neighbour, []).append((window, packed))
         for index in [i for i in self.pending if i in self.done]:
-            for window, patch in self.pending.pop(index):
-                self.tables.append(overlap_table(patch, self.raw[window]))
+            for window, packed in self.pending.pop(index):
+                stored = self.raw[window]
+                self.tables.append(overlap_table(unpack_patch(packed, stored.shape), stored))
 
     def plan(self) -> StitchPlan:
         """Merge every matched pair; final ids 1..M in uint32."""

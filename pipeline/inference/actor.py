@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
     return flat * int(np.prod(grid.tile))
 
 
+def pack_patch(patch: np.ndarray) -> bytes:
+    """Compress a uint64 label patch (mostly zeros and runs) for the trip to the driver.
+
+    Small results travel inline with the task reply; large ones would go through
+    Ray's shared-memory object store, whose pages stay resident in every process
+    that touched them, so memory would grow with the number of tiles.
+    """
+    return zlib.compress(np.ascontiguousarray(patch, dtype=np.uint64).tobytes(), 1)
+
+
+def unpack_patch(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(data), dtype=np.uint64).reshape(shape)
+
+
 @dataclass(frozen=True)
 class TileOutcome:
     """What a tile sends back: timings and, for instance models, stitching records."""
@@ -46,8 +61,8 @@ class TileOutcome:
     id_offset: int = 0
     id_count: int = 0
     cut_ids: np.ndarray | None = None
-    # (neighbour index, window start, window stop, this tile's global ids there)
-    patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], np.ndarray]] = field(
+    # (neighbour index, window start, window stop, this tile's global ids there, packed)
+    patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bytes]] = field(
         default_factory=list)
 
 
@@ -102,7 +117,7 @@ class TileWorker:
         for neighbour, window in neighbour_overlaps(grid, tile):
             patch = global_ids[window.relative_to(tile.halo).slices]
             if patch.any():
-                patches.append((neighbour, window.start, window.stop, patch))
+                patches.append((neighbour, window.start, window.stop, pack_patch(patch)))
         return {"id_offset": offset, "id_count": count, "patches": patches,
                 "cut_ids": halo_cut_ids(global_ids, tile, grid.shape)}
 

@@ -121,7 +121,10 @@ def _cog_options(dtype: str, blocksize: int, method: OverviewResampling) -> dict
 
 def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
                  nodata: int | float | None, blocksize: int, strip: int) -> None:
-    """Tiled DEFLATE GeoTIFF (fast level) written in strips of ``strip`` rows."""
+    """Tiled DEFLATE GeoTIFF (fast level) written in ``strip`` x ``strip`` blocks.
+
+    Square blocks, not full-width strips, so memory does not grow with the scene width.
+    """
     floating = np.issubdtype(np.dtype(dtype), np.floating)
     profile = dict(
         driver="GTiff", width=info.width, height=info.height, count=1, dtype=dtype,
@@ -133,11 +136,13 @@ def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
     with rasterio.open(path, "w", **profile) as ds:
         for r0 in range(0, info.height, strip):
             r1 = min(r0 + strip, info.height)
-            block = _fit_dtype(np.asarray(source[r0:r1, 0:info.width]), dtype, (r0, r1))
-            if block.shape != (r1 - r0, info.width):
-                raise ConfigError(f"source: expected a ({r1 - r0}, {info.width}) strip at rows "
-                                  f"{r0}:{r1}, got shape {block.shape}")
-            ds.write(block, 1, window=Window(0, r0, info.width, r1 - r0))
+            for c0 in range(0, info.width, strip):
+                c1 = min(c0 + strip, info.width)
+                block = _fit_dtype(np.asarray(source[r0:r1, c0:c1]), dtype, (r0, r1))
+                if block.shape != (r1 - r0, c1 - c0):
+                    raise ConfigError(f"source: expected a ({r1 - r0}, {c1 - c0}) block at rows "
+                                      f"{r0}:{r1}, cols {c0}:{c1}, got shape {block.shape}")
+                ds.write(block, 1, window=Window(c0, r0, c1 - c0, r1 - r0))
 
 
 def _fit_dtype(block: np.ndarray, dtype: str, rows: tuple[int, int]) -> np.ndarray:

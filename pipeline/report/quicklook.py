@@ -95,9 +95,9 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     Image.fromarray(classes).save(out_dir / names["classes"], optimize=True)
     if INSTANCE in group:
         ids = _strided(group[INSTANCE], step)
-        shown = rgb.copy()
         inside = ids > 0
-        shown[inside] = (0.35 * rgb[inside] + 0.65 * instance_colours(ids[inside])).astype(np.uint8)
+        shown = (0.35 * rgb).astype(np.uint8)  # darkened scene, instances in full colour
+        shown[inside] = instance_colours(ids[inside])
         names["instances"] = "quicklook_instances.png"
         Image.fromarray(shown).save(out_dir / names["instances"], optimize=True)
     return names

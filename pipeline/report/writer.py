@@ -79,6 +79,20 @@ def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: d
                   _table(["", "value"], [["mIoU", sem["miou"]], ["Dice", sem["dice"]]]),
                   _table(["class", "IoU", "Dice"],
                          [[n, v["iou"], v["dice"]] for n, v in sem["per_class"].items()])]
+    instances = report["summary"].get("instances") or {}
+    if instances:
+        parts += ["<h2>Instances</h2>",
+                  _table(["thing class", "instances"], [[k, v] for k, v in instances.items()])]
+    seams = {k: v for k, v in (report.get("seams") or {}).items() if not isinstance(v, dict)}
+    if seams:
+        parts += ["<h2>Seams</h2>", _table(["", "count"], [[k.replace("_", " "), v]
+                                                           for k, v in seams.items()])]
+    if metrics and metrics.get("panoptic"):
+        pan = metrics["panoptic"]
+        parts += ["<h2>Panoptic quality against labels</h2>",
+                  _table(["class", "PQ", "SQ", "RQ"],
+                         [["all", pan["pq"], pan["sq"], pan["rq"]]]
+                         + [[n, v["pq"], v["sq"], v["rq"]] for n, v in pan["per_class"].items()])]
     figs = "".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(k)}">'
         f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, src in images.items())

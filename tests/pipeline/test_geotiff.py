@@ -400,8 +400,11 @@ def test_cog_round_trip(tmp_path: Path, grid: RasterInfo, dtype: str, nodata: in
     dst = tmp_path / "out.tif"
     write_cog(dst, source, info=grid, dtype=dtype, nodata=nodata, resampling=resampling,
               block_rows=300)
-    assert all(k[0].stop - k[0].start <= 512 for k in source.reads)  # strips, never whole
-    assert len(source.reads) == 3
+    # bounded square blocks (never whole, never full-width strips), covering each pixel once
+    assert all(k[0].stop - k[0].start <= 512 and k[1].stop - k[1].start <= 512
+               for k in source.reads)
+    area = sum((k[0].stop - k[0].start) * (k[1].stop - k[1].start) for k in source.reads)
+    assert area == grid.height * grid.width
     with rasterio.open(dst) as ds:
         assert ds.driver == "GTiff" and ds.profile["tiled"] and ds.block_shapes == [(512, 512)]
         assert (ds.width, ds.height) == (grid.width, grid.height)
