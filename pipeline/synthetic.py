@@ -41,7 +41,7 @@ from rasterio.windows import Window as RioWindow
 
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.window import Window
-from segcore.hints import did_you_mean
+from segcore.hints import parse_choice
 from segcore.synthetic.satellite import SATELLITE_CLASSES, SatelliteSceneSpec, render
 
 __all__ = [
@@ -73,13 +73,9 @@ class ImageDtype(str, Enum):
 
     @classmethod
     def parse(cls, value: str | ImageDtype) -> ImageDtype:
-        try:
-            return cls(value)
-        except ValueError:
-            names = [m.value for m in cls]
-            raise ConfigError(
-                f"dtype: expected one of {names}, received {value!r}{did_you_mean(str(value), names)}"
-            ) from None
+        """Member named by ``value``; ConfigError with a "did you mean" hint."""
+        return parse_choice(cls, value, name="dtype")
+
 
 
 @dataclass(frozen=True)

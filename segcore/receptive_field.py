@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from segcore.errors import ConfigError
-from segcore.hints import did_you_mean
+from segcore.hints import parse_choice
 
 __all__ = [
     "AsppMode",
@@ -165,15 +165,9 @@ class AsppMode(str, Enum):
 
     @classmethod
     def parse(cls, value: str | AsppMode) -> AsppMode:
-        """Turn a user string into a mode, with a 'did you mean' hint."""
-        try:
-            return cls(value)
-        except ValueError:
-            choices = [m.value for m in cls]
-            raise ConfigError(
-                f"mode: expected one of {choices}, received {value!r}"
-                + did_you_mean(str(value), choices)
-            ) from None
+        """Member named by ``value``; ConfigError with a "did you mean" hint."""
+        return parse_choice(cls, value, name="mode")
+
 
 
 def aspp(

@@ -24,7 +24,7 @@ from rasterio.windows import Window
 
 from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
 from segcore.errors import ConfigError
-from segcore.hints import did_you_mean
+from segcore.hints import did_you_mean, parse_choice
 
 __all__ = ["OverviewResampling", "write_cog"]
 
@@ -37,15 +37,10 @@ class OverviewResampling(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: str | OverviewResampling) -> OverviewResampling:
-        """Enum member for ``value``; ConfigError with a hint for anything else."""
-        try:
-            return cls(str(getattr(value, "value", value)).lower())
-        except ValueError:
-            names = [m.value for m in cls]
-            raise ConfigError(
-                f"resampling: expected one of {names} (labels must not be averaged), "
-                f"got {value!r}{did_you_mean(str(value), names)}"
-            ) from None
+        """Member named by ``value``; ConfigError with a "did you mean" hint."""
+        return parse_choice(cls, str(getattr(value, "value", value)).lower(), name="resampling",
+                            note=" (labels must not be averaged)")
+
 
 
 def write_cog(

@@ -59,7 +59,6 @@ edge are counted in :attr:`StitchStats.n_cut_at_halo` (reported as seams).
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from segcore.errors import ConfigError
+from segcore.hints import parse_choice
 from segcore.geometry.grid import Tile, TileGrid
 from segcore.geometry.window import Window
 from segcore.labels.relabel import LabelMap, label_dtype
@@ -99,16 +99,9 @@ class MatchRule(str, Enum):
 
     @classmethod
     def parse(cls, value: MatchRule | str) -> MatchRule:
-        """Enum from a string, with a "did you mean" hint on typos."""
-        try:
-            return cls(value)
-        except ValueError:
-            names = [m.value for m in cls]
-            close = difflib.get_close_matches(str(value), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"match rule: expected one of {names}, received {value!r}{hint}"
-            ) from None
+        """Member named by ``value``; ConfigError with a "did you mean" hint."""
+        return parse_choice(cls, value, name="match rule")
+
 
 
 @dataclass(frozen=True, order=True)
