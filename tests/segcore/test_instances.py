@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from tests.segcore.random_models import content_sensitive_unet
 from segcore.errors import ConfigError
 from segcore.geometry import TileGrid, pad_to_multiple
 from segcore.instances import group_instances, instance_targets
@@ -188,23 +189,7 @@ def test_head_does_not_change_receptive_field(key: str) -> None:
 
 
 def _random_model(seed: int) -> UNet2d:
-    """Eval-mode U-Net with instance head whose outputs depend strongly on content."""
-    torch.manual_seed(seed)
-    model = UNet2d(3, 4, base_channels=4, depth=2, convs_per_level=2, instance_head=True)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=gen)
-                if m.bias is not None:
-                    m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-    return model.eval()
+    return content_sensitive_unet(seed, depth=2, instance_head=True)
 
 
 def _run(model: UNet2d, image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.segcore.random_models import content_sensitive_unet
 from segcore.errors import ConfigError
 from segcore.geometry import TileGrid, pad_to_multiple
 from segcore.models import UNet2d
@@ -98,28 +99,7 @@ def test_measure_too_small_size_is_an_error() -> None:
 
 
 def _random_model(seed: int) -> UNet2d:
-    """Eval-mode U-Net whose logits depend strongly on content (not on biases).
-
-    Kaiming weights keep the signal alive through every level and random
-    BatchNorm statistics make the normalisation a non-trivial affine map, so
-    a halo that is too small visibly changes the output.
-    """
-    torch.manual_seed(seed)
-    model = UNet2d(3, 4, base_channels=4, depth=3, convs_per_level=2)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=gen)
-                if m.bias is not None:
-                    m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-    return model.eval()
+    return content_sensitive_unet(seed, depth=3)
 
 
 def _tiled(model: UNet2d, image: torch.Tensor, grid: TileGrid) -> torch.Tensor:
