@@ -113,19 +113,28 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Join this Ray cluster.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run options.")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Recompute every tile.")] = False,
+    spacing: Annotated[Optional[str], typer.Option(
+        help="Volumes whose voxel spacing differs from the model's: resample (default), "
+             "refuse or ignore.")] = None,
+    scenes_in_flight: Annotated[Optional[int], typer.Option(
+        help="Scenes/volumes processed at once (default 2).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
 ) -> None:
-    """Segment scenes with a model; write Zarr, COGs and reports per scene."""
+    """Segment scenes with a model; write Zarr, COGs/NIfTI and reports per scene."""
     from pipeline.config import parse_bands
+    from pipeline.spacing import SpacingPolicy
     from segcore.errors import SegpipeError
+    from segcore.hints import parse_choice
 
     try:
         band_list = parse_bands(bands)
+        policy = None if spacing is None else parse_choice(SpacingPolicy, spacing, name="--spacing")
     except SegpipeError as exc:
         raise _fail(str(exc)) from None
     overrides = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "bands": band_list,
-                 "ray_address": ray_address, "resume": False if no_resume else None}
+                 "ray_address": ray_address, "resume": False if no_resume else None,
+                 "spacing": policy, "scenes_in_flight": scenes_in_flight}
     code, _ = run_batch(inputs, model, out, labels=labels, overrides=overrides, config=config,
                         debug=debug)
     raise typer.Exit(code)
@@ -160,17 +169,27 @@ def demo(
 
 def summary_table(report: dict) -> Table:
     """The per-class summary of a report as a rich table."""
-    table = Table(title=f"{report['scene_id']}  ({' x '.join(map(str, report['shape']))} px, "
+    volume = report.get("kind") == "nifti"
+    unit = "voxels" if volume else "px"
+    table = Table(title=f"{report['scene_id']}  ({' x '.join(map(str, report['shape']))} {unit}, "
                         f"{report['timings_s']['total']:.1f} s)")
-    sem = ((report.get("metrics") or {}).get("semantic") or {}).get("per_class", {})
-    for col in ("class", "pixels", "share %", "area km²", "IoU", "Dice"):
+    metrics_all = report.get("metrics") or {}
+    sem = (metrics_all.get("semantic") or {}).get("per_class", {})
+    surface = metrics_all.get("surface") or {}
+    cols = ["class", unit, "share %", "volume mL" if volume else "area km²", "IoU", "Dice"]
+    cols += ["HD95 mm"] if surface else []
+    for col in cols:
         table.add_column(col, justify="left" if col == "class" else "right")
     classes = report["summary"]["classes"]
     total = sum(c["pixels"] for c in classes.values()) or 1
     for name, c in classes.items():
         m = sem.get(name, {})
-        table.add_row(name, f"{c['pixels']:,}", f"{100 * c['pixels'] / total:.1f}",
-                      f"{c['area_m2'] / 1e6:,.3f}", _num(m.get("iou")), _num(m.get("dice")))
+        size = f"{c['volume_ml']:,.2f}" if volume else f"{c['area_m2'] / 1e6:,.3f}"
+        row = [name, f"{c['pixels']:,}", f"{100 * c['pixels'] / total:.1f}", size,
+               _num(m.get("iou")), _num(m.get("dice"))]
+        if surface:
+            row.append(_num((surface.get(name) or {}).get("hd95_mm")))
+        table.add_row(*row)
     metrics = (report.get("metrics") or {}).get("semantic")
     if metrics:
         table.caption = f"mIoU {metrics['miou']:.4f}   Dice {metrics['dice']:.4f}"

@@ -7,6 +7,9 @@ every scene's outcome; one failing scene never stops the others.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,22 +95,40 @@ def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions,
     labels = labels or {}
     own_pool = pool is None
     pool = start_pool(bundle, options) if pool is None else pool
-    outcomes: list[SceneOutcome] = []
     errors: dict[str, BaseException] = {}
+
+    def one(scene: Scene) -> SceneOutcome:
+        ws = Workspace(scene, out_dir, labels.get(scene.scene_id))
+        state = segment_scene(ws, bundle, options, pool, return_state=True)
+        if state.is_completed():
+            return SceneOutcome.from_report(state.result(), ws.final / "report.json")
+        exc = state.result(raise_on_failure=False)
+        exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
+        errors[scene.scene_id] = exc
+        return SceneOutcome(scene.scene_id, str(scene.path), "failed", reason=failure_reason(exc),
+                            kind=scene.kind.value)
+
     try:
-        for scene in scenes:
-            ws = Workspace(scene, out_dir, labels.get(scene.scene_id))
-            state = segment_scene(ws, bundle, options, pool, return_state=True)
-            if state.is_completed():
-                outcomes.append(SceneOutcome.from_report(state.result(), ws.final / "report.json"))
-            else:
-                exc = state.result(raise_on_failure=False)
-                exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
-                errors[scene.scene_id] = exc
-                outcomes.append(SceneOutcome(scene.scene_id, str(scene.path), "failed",
-                                             reason=failure_reason(exc)))
+        outcomes = in_flight(one, scenes, options.scenes_in_flight)
     finally:
         if own_pool:
             pool.shutdown()
     write_batch(out_dir, outcomes, model=bundle.name)
     return BatchResult(outcomes, errors)
+
+
+def in_flight(work: Callable[[Scene], SceneOutcome], scenes: list[Scene],
+              limit: int) -> list[SceneOutcome]:
+    """Run ``work`` over the scenes with up to ``limit`` at once; results in input order.
+
+    While one scene is being ingested, stitched or exported by the driver, the
+    tiles of another keep the model actors busy (every scene submits its tile
+    batches to the same actors, whose queues interleave them).
+    """
+    if limit <= 1 or len(scenes) <= 1:
+        return [work(scene) for scene in scenes]
+    with ThreadPoolExecutor(max_workers=min(limit, len(scenes)),
+                            thread_name_prefix="segpipe-scene") as executor:
+        futures = [executor.submit(contextvars.copy_context().run, work, scene)
+                   for scene in scenes]
+        return [f.result() for f in futures]

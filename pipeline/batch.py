@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.report.writer import write_json_atomic
@@ -23,16 +23,41 @@ class SceneOutcome:
     tiles: int = 0
     miou: float | None = None
     dice: float | None = None
+    pq: float | None = None
     report: str = ""
+    kind: str = ""
+    # per-class headline figures, e.g. {"volume_ml.organ": 812.5, "dice.organ": 0.93,
+    # "hd95_mm.lesion": 2.1}; batch.csv gets one column per key
+    figures: dict = field(default_factory=dict)
 
     @classmethod
     def from_report(cls, report: dict, report_path: Path) -> SceneOutcome:
-        sem = (report.get("metrics") or {}).get("semantic") or {}
+        metrics = report.get("metrics") or {}
+        sem = metrics.get("semantic") or {}
         return cls(
             scene_id=report["scene_id"], input=report["input"], status="ok",
             seconds=report["timings_s"]["total"], tiles=report["tiles"]["total"],
-            miou=sem.get("miou"), dice=sem.get("dice"), report=str(report_path),
+            miou=sem.get("miou"), dice=sem.get("dice"),
+            pq=(metrics.get("panoptic") or {}).get("pq"), report=str(report_path),
+            kind=report.get("kind", ""), figures=headline_figures(report),
         )
+
+
+def headline_figures(report: dict) -> dict:
+    """Flat per-class figures of a report: sizes, Dice, HD95 and instance counts."""
+    out: dict = {}
+    for name, c in (report.get("summary") or {}).get("classes", {}).items():
+        for unit in ("volume_ml", "area_m2"):
+            if unit in c:
+                out[f"{unit}.{name}"] = round(c[unit], 4)
+    for name, n in (report.get("summary") or {}).get("instances", {}).items():
+        out[f"instances.{name}"] = n
+    metrics = report.get("metrics") or {}
+    for name, c in ((metrics.get("semantic") or {}).get("per_class") or {}).items():
+        out[f"dice.{name}"] = c.get("dice")
+    for name, c in (metrics.get("surface") or {}).items():
+        out[f"hd95_mm.{name}"] = c.get("hd95_mm")
+    return out
 
 
 def write_batch(out_dir: Path, outcomes: list[SceneOutcome], *, model: str) -> dict:
@@ -46,10 +71,14 @@ def write_batch(out_dir: Path, outcomes: list[SceneOutcome], *, model: str) -> d
     }
     write_json_atomic(out_dir / "batch.json", doc)
     buffer = io.StringIO()
-    fields = list(SceneOutcome.__dataclass_fields__)
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    fields = [f for f in SceneOutcome.__dataclass_fields__ if f != "figures"]
+    extra: dict[str, None] = {}
+    for row in rows:
+        extra.update(dict.fromkeys(row["figures"]))
+    writer = csv.DictWriter(buffer, fieldnames=fields + list(extra), restval="")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**{k: v for k, v in row.items() if k != "figures"}, **row["figures"]}
+                     for row in rows)
     tmp = out_dir / ".batch.csv.tmp"
     tmp.write_text(buffer.getvalue())
     os.replace(tmp, out_dir / "batch.csv")

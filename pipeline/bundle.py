@@ -127,7 +127,8 @@ class ModelSpec(BaseModel):
     overlap: int | None = Field(default=None, ge=0)  # halo in pixels; None = from the RF
     receptive_field: int | None = Field(default=None, ge=1)
     stride: int = Field(default=1, ge=1)  # window sizes/origins must be multiples of it
-    spacing: list[float] | None = None
+    spacing: list[float] | None = None  # 3-D: expected voxel size (z, y, x) mm, canonical order
+    spacing_tolerance: float = Field(default=0.05, ge=0.0)  # relative, per axis
     training: dict[str, Any] | None = None  # provenance and held-out figures
 
     @model_validator(mode="after")
@@ -139,6 +140,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
         if not self.classes:
             raise ValueError("classes must not be empty")
+        if self.spacing is not None and (len(self.spacing) != self.ndim or min(self.spacing) <= 0):
+            raise ValueError(f"spacing must list {self.ndim} positive voxel sizes (mm), "
+                             f"got {self.spacing}")
         return self
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.spacing import SpacingPolicy
 from segcore.errors import ConfigError
 
 
@@ -29,6 +30,11 @@ class RunOptions(BaseModel):
     ray_address: str | None = None
     resume: bool = True
     image_chunk: int = Field(default=512, ge=16, description="chunk size of scene.zarr/image")
+    volume_chunk: int = Field(default=64, ge=8, description="chunk side of 3-D image arrays")
+    spacing: SpacingPolicy = Field(default=SpacingPolicy.RESAMPLE,
+                                   description="volumes whose spacing differs from the model's")
+    scenes_in_flight: int = Field(default=2, ge=1,
+                                  description="scenes processed at once (keeps workers busy)")
     quicklook_size: int = Field(default=1024, ge=64)
 
     @field_validator("bands")

@@ -55,13 +55,13 @@ def semantic_metrics(cm: np.ndarray, class_names: list[str]) -> dict:
     return SemanticScores.from_confusion(cm, class_names).to_dict()
 
 
-def seam_band(rows: slice, cols: slice, *, shape: tuple[int, int], tile: tuple[int, int],
+def seam_band(key: tuple[slice, ...], *, shape: tuple[int, ...], tile: tuple[int, ...],
               width: int) -> np.ndarray:
-    """``(h, w)`` bool: pixels within ``width`` of an internal tile-core border.
+    """``(*block)`` bool: pixels/voxels within ``width`` of an internal tile-core border.
 
     Examples
     --------
-    >>> seam_band(slice(0, 1), slice(0, 8), shape=(1, 8), tile=(1, 4), width=1).astype(int)
+    >>> seam_band((slice(0, 1), slice(0, 8)), shape=(1, 8), tile=(1, 4), width=1).astype(int)
     array([[0, 0, 0, 1, 1, 0, 0, 0]])
     """
     def near(coords: np.ndarray, size: int, t: int) -> np.ndarray:
@@ -71,9 +71,11 @@ def seam_band(rows: slice, cols: slice, *, shape: tuple[int, int], tile: tuple[i
         upper = np.where(upper_border < size, t - 1 - pos, np.iinfo(np.int64).max)
         return np.minimum(lower, upper) < width
 
-    r = near(np.arange(rows.start, rows.stop), shape[0], tile[0])
-    c = near(np.arange(cols.start, cols.stop), shape[1], tile[1])
-    return r[:, None] | c[None, :]
+    band = np.zeros(tuple(s.stop - s.start for s in key), dtype=bool)
+    for axis, (s, n, t) in enumerate(zip(key, shape, tile)):
+        hit = near(np.arange(s.start, s.stop), n, t)
+        band |= hit.reshape([-1 if a == axis else 1 for a in range(len(key))])
+    return band
 
 
 def label_readers(labels: RasterInfo):
@@ -98,12 +100,32 @@ class _Band:
 
 def scene_metrics(semantic: zarr.Array, panoptic: zarr.Array, group: zarr.Group,
                   labels: RasterInfo, *, classes: list[tuple[int, str, bool]],
-                  pred_categories: dict[int, int], seam_tile: tuple[int, int],
+                  pred_categories: dict[int, int], seam_tile: tuple[int, ...],
                   seam_width: int) -> dict:
+    """Metrics of a GeoTIFF scene against its label file (see :func:`label_metrics`)."""
+    class_reader, inst_reader = label_readers(labels)
+    try:
+        return label_metrics(
+            semantic, panoptic, group[VALID], _Band(class_reader, semantic.shape, labels.dtype),
+            _Band(inst_reader, semantic.shape, labels.dtype),
+            ignore=unlabelled_value(labels.dtype), classes=classes,
+            pred_categories=pred_categories, seam_tile=seam_tile, seam_width=seam_width,
+            source=labels.path)
+    finally:
+        class_reader.close()
+        if inst_reader is not None:
+            inst_reader.close()
+
+
+def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
+                  classes: list[tuple[int, str, bool]], pred_categories: dict[int, int],
+                  seam_tile: tuple[int, ...], seam_width: int, source: str) -> dict:
     """Semantic metrics (whole scene, inside tiles, near seams) and panoptic quality.
 
-    Truth panoptic segments are fused from the label file with the same rules as
-    the prediction (``min_stuff_area`` 0); unlabelled pixels are void in the truth.
+    ``semantic``, ``panoptic``, ``valid``, ``truth`` and ``truth_inst`` are sliceable
+    2-D or 3-D arrays of one shape (zarr arrays or window readers), read chunk by chunk.
+    Truth panoptic segments are fused from the labels with the same rules as the
+    prediction (``min_stuff_area`` 0); ``ignore`` (unlabelled) voxels are void in the truth.
     """
     from pipeline.panoptic import fusion_stats, segment_categories
     from segcore.panoptic.fusion import apply_plan, decide
@@ -111,34 +133,25 @@ def scene_metrics(semantic: zarr.Array, panoptic: zarr.Array, group: zarr.Group,
 
     k = len(classes)
     names = [c[1] for c in classes]
-    ignore = unlabelled_value(labels.dtype)
-    valid = group[VALID]
-    class_reader, inst_reader = label_readers(labels)
-    try:
-        truth = _Band(class_reader, semantic.shape, labels.dtype)
-        truth_inst = _Band(inst_reader, semantic.shape, labels.dtype)
-        true_plan = decide(fusion_stats(truth, truth_inst, valid, nodata=ignore,
-                                        block=semantic.chunks), classes)
-        cms = {"all": np.zeros((k, k), np.int64), "inside_tiles": np.zeros((k, k), np.int64),
-               "near_seams": np.zeros((k, k), np.int64)}
-        acc = PanopticAccumulator()
-        for rows, cols in iter_blocks(semantic.shape, semantic.chunks):
-            t_sem, t_inst = truth[rows, cols], truth_inst[rows, cols]
-            ok = np.asarray(valid[rows, cols], dtype=bool)
-            band = seam_band(rows, cols, shape=semantic.shape, tile=seam_tile, width=seam_width)
-            pred = semantic[rows, cols]
-            try:
-                for name, mask in (("all", ok), ("inside_tiles", ok & ~band),
-                                   ("near_seams", ok & band)):
-                    cms[name] += confusion_matrix(pred, t_sem, k, ignore_index=ignore, valid=mask)
-            except ConfigError as exc:
-                raise InputError(labels.path,
-                                 f"labels do not match the model's class table: {exc}") from exc
-            acc.add(panoptic[rows, cols], apply_plan(true_plan, t_sem, t_inst, ok))
-    finally:
-        class_reader.close()
-        if inst_reader is not None:
-            inst_reader.close()
+    shape = tuple(semantic.shape)
+    true_plan = decide(fusion_stats(truth, truth_inst, valid, nodata=ignore,
+                                    block=semantic.chunks), classes)
+    cms = {"all": np.zeros((k, k), np.int64), "inside_tiles": np.zeros((k, k), np.int64),
+           "near_seams": np.zeros((k, k), np.int64)}
+    acc = PanopticAccumulator()
+    for key in iter_blocks(shape, semantic.chunks):
+        t_sem, t_inst = np.asarray(truth[key]), np.asarray(truth_inst[key])
+        ok = np.asarray(valid[key], dtype=bool)
+        band = seam_band(key, shape=shape, tile=seam_tile, width=seam_width)
+        pred = semantic[key]
+        try:
+            for name, mask in (("all", ok), ("inside_tiles", ok & ~band),
+                               ("near_seams", ok & band)):
+                cms[name] += confusion_matrix(pred, t_sem, k, ignore_index=ignore, valid=mask)
+        except ConfigError as exc:
+            raise InputError(source,
+                             f"labels do not match the model's class table: {exc}") from exc
+        acc.add(panoptic[key], apply_plan(true_plan, t_sem, t_inst, ok))
     things = [c[0] for c in classes if c[2]]
     pq = panoptic_quality(acc, pred_categories, segment_categories(true_plan),
                           {c[0]: c[1] for c in classes}, thing_ids=things).to_dict()

@@ -20,12 +20,13 @@ from segcore.panoptic.fusion import FusionStats, PanopticPlan, apply_plan, decid
 
 def fusion_stats(semantic: zarr.Array | np.ndarray, instance: zarr.Array | np.ndarray,
                  valid: zarr.Array | np.ndarray, *, nodata: int,
-                 block: tuple[int, int]) -> FusionStats:
-    """Pass 1 over 2-D arrays (anything sliceable: zarr arrays or reader views)."""
-    stats = FusionStats(ndim=2, nodata=nodata)
-    for rows, cols in iter_blocks(tuple(semantic.shape), block):
-        stats.add(np.asarray(semantic[rows, cols]), np.asarray(instance[rows, cols]),
-                  np.asarray(valid[rows, cols], dtype=bool), offset=(rows.start, cols.start))
+                 block: tuple[int, ...]) -> FusionStats:
+    """Pass 1 over 2-D or 3-D arrays (anything sliceable: zarr arrays or reader views)."""
+    shape = tuple(semantic.shape)
+    stats = FusionStats(ndim=len(shape), nodata=nodata)
+    for key in iter_blocks(shape, block):
+        stats.add(np.asarray(semantic[key]), np.asarray(instance[key]),
+                  np.asarray(valid[key], dtype=bool), offset=tuple(s.start for s in key))
     return stats
 
 

@@ -36,9 +36,11 @@ from pipeline.report.writer import render_html, write_json_atomic
 from pipeline.scenes import Scene, SceneKind
 from pipeline.stitching import InstanceStitcher, relabel_instances
 from pipeline.store import (
-    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, create_label_array, label_dtype, open_store,
+    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, label_dtype,
+    open_store,
 )
-from pipeline.summary import summarise_semantic
+from pipeline.spacing import decide_spacing
+from pipeline.summary import summarise_semantic, summarise_volume
 from segcore.errors import InputError
 from segcore.geometry.grid import TileGrid
 from segcore.receptive_field import halo_for
@@ -80,6 +82,7 @@ class SceneState:
     bundle: ModelBundle
     options: RunOptions
     ingest: IngestResult | None = None
+    volume: Any = None  # pipeline.volume.VolumeIngest for NIfTI scenes
     plan: TilePlan | None = None
     tiles_done: int = 0
     stitcher: InstanceStitcher | None = None
@@ -92,27 +95,75 @@ class SceneState:
     started: float = field(default_factory=time.perf_counter)
 
     @property
+    def is_volume(self) -> bool:
+        return self.workspace.scene.kind is SceneKind.NIFTI
+
+    @property
     def info(self) -> RasterInfo:
         assert self.ingest is not None, "ingest stage has not run"
         return self.ingest.info
+
+    @property
+    def infer_store(self) -> Path:
+        """The group the model runs on (a NIfTI scene's resampled ``model`` subgroup)."""
+        if self.volume is not None:
+            from pipeline.volume import inference_store
+
+            return inference_store(self.workspace.store, self.volume)
+        return self.workspace.store
+
+    @property
+    def infer_shape(self) -> tuple[int, ...]:
+        if self.volume is not None:
+            return self.volume.model_shape
+        return self.info.shape
 
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def _check_dimensions(state: SceneState) -> None:
+    spec, path = state.bundle.spec, str(state.workspace.scene.path)
+    want = 3 if state.is_volume else 2
+    if spec.ndim != want:
+        what = "a NIfTI volume needs a 3-D model" if state.is_volume else \
+            "a GeoTIFF scene needs a 2-D model"
+        raise InputError(path, f"model '{spec.name}' is {spec.ndim}-D; {what}")
+
+
+def _ingest_volume(state: SceneState, attrs: dict) -> None:
+    from pipeline.io.nifti import open_volume
+    from pipeline.volume import ingest_volume
+
+    ws, spec, opts = state.workspace, state.bundle.spec, state.options
+    info = open_volume(ws.scene.path)
+    decision = decide_spacing(str(ws.scene.path), info.spacing, spec.spacing,
+                              policy=opts.spacing, tolerance=spec.spacing_tolerance,
+                              model_name=spec.name)
+    channels = opts.bands or state.bundle.default_bands(info.channels)
+    state.volume = ingest_volume(info, ws.store, channels=channels, needed=spec.input.channels,
+                                 chunk=opts.volume_chunk, attrs=attrs, spacing=decision)
+    state.timings["read"] = state.volume.seconds
+
+
 def stage_ingest(state: SceneState) -> None:
-    """Validate the input and copy its bands into ``scene.zarr/image``."""
+    """Validate the input and copy its bands (channels) into ``scene.zarr/image``."""
     ws, spec = state.workspace, state.bundle.spec
-    if ws.scene.kind is not SceneKind.GEOTIFF:
-        raise InputError(str(ws.scene.path), "NIfTI volumes are not supported by this version yet")
+    _check_dimensions(state)
+    attrs = {"scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "model": spec.name,
+             "classes": [c.model_dump() for c in spec.classes]}
+    if state.is_volume:
+        if ws.partial.exists():
+            shutil.rmtree(ws.partial)
+        ws.partial.mkdir(parents=True)
+        _ingest_volume(state, attrs)
+        return
     info = open_raster(ws.scene.path)
     bands = state.options.bands or state.bundle.default_bands(info.count)
     if ws.partial.exists():
         shutil.rmtree(ws.partial)
     ws.partial.mkdir(parents=True)
-    attrs = {"scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "model": spec.name,
-             "classes": [c.model_dump() for c in spec.classes]}
     state.ingest = ingest_geotiff(
         ws.scene.path, ws.store, bands=bands, needed=spec.input.channels,
         image_chunk=state.options.image_chunk, attrs=attrs, info=info,
@@ -120,7 +171,7 @@ def stage_ingest(state: SceneState) -> None:
     state.timings["read"] = state.ingest.seconds
 
 
-def plan_tiles(shape: tuple[int, int], bundle: ModelBundle, options: RunOptions) -> TilePlan:
+def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions) -> TilePlan:
     """Tile and halo sizes: options, else the bundle, rounded up to the model stride.
 
     The default halo is half the model's receptive field (rounded up to the stride),
@@ -145,10 +196,10 @@ def plan_tiles(shape: tuple[int, int], bundle: ModelBundle, options: RunOptions)
 def stage_infer(state: SceneState, pool: WorkerPool) -> None:
     """Run the model actors over every tile; each writes its own core chunks."""
     start = time.perf_counter()
-    state.plan = plan_tiles(state.info.shape, state.bundle, state.options)
+    state.plan = plan_tiles(state.infer_shape, state.bundle, state.options)
     grid = state.plan.grid
     dtype, nodata = label_dtype(state.bundle.spec.num_classes)
-    group = open_store(state.workspace.store, mode="r+")
+    group = open_store(state.infer_store, mode="r+")
     create_label_array(group, SEMANTIC, dtype=dtype, fill_value=nodata, chunks=grid.chunks)
     if "instance" in state.bundle.spec.heads:
         raw = create_label_array(group, INSTANCE_RAW, dtype=np.dtype("uint64"), fill_value=0,
@@ -156,7 +207,7 @@ def stage_infer(state: SceneState, pool: WorkerPool) -> None:
         state.stitcher = InstanceStitcher(raw)
     sid = state.workspace.scene.scene_id
     start_progress(sid, "infer", len(grid))
-    outcomes = pool.run(str(state.workspace.store), nodata, grid,
+    outcomes = pool.run(str(state.infer_store), nodata, grid,
                         progress=lambda n: advance_progress(sid, "infer", n),
                         on_outcomes=state.stitcher.add if state.stitcher else None)
     state.tiles_done = len({o.index for o in outcomes})
@@ -176,7 +227,7 @@ def stage_stitch(state: SceneState) -> None:
         raise RuntimeError(
             f"{state.workspace.scene.path}: only {state.tiles_done} of {expected} tiles finished"
         )
-    group = open_store(state.workspace.store, mode="r+")
+    group = open_store(state.infer_store, mode="r+")
     chunks = state.plan.grid.chunks
     instance = create_label_array(group, INSTANCE, dtype=np.dtype("uint32"), fill_value=0,
                                   chunks=chunks)
@@ -187,9 +238,22 @@ def stage_stitch(state: SceneState) -> None:
         st = plan.stats
         state.seams = {"instances_merged_across_tiles": st.n_merged, "merges": st.n_merges,
                        "instances_cut_at_halo": st.n_cut_at_halo, "tile_pieces": st.n_input_ids}
-    totals = summarise_semantic(group[SEMANTIC], state.info, state.bundle.spec.num_classes)
-    state.summary = {"classes": totals.to_dict(state.bundle.spec.class_names), "instances": {},
-                     "nodata_pixels": totals.nodata_pixels}
+    group = open_store(state.workspace.store, mode="r+")
+    names = state.bundle.spec.class_names
+    k = state.bundle.spec.num_classes
+    if state.volume is not None:
+        if state.volume.resampled:
+            from pipeline.volume import resample_back
+
+            native_chunks = group[VALID].chunks
+            for name in (SEMANTIC, INSTANCE):
+                resample_back(group, name, chunks=native_chunks)
+        totals = summarise_volume(group[SEMANTIC], state.volume.info.spacing, k)
+        classes = totals.to_dict(names, unit="volume_ml")
+    else:
+        totals = summarise_semantic(group[SEMANTIC], state.info, k)
+        classes = totals.to_dict(names)
+    state.summary = {"classes": classes, "instances": {}, "nodata_pixels": totals.nodata_pixels}
     state.timings["stitch"] = time.perf_counter() - start
 
 
@@ -218,33 +282,95 @@ def stage_panoptic(state: SceneState) -> None:
     state.timings["panoptic"] = time.perf_counter() - start
 
 
+def _seam_tile(state: SceneState) -> tuple[int, ...]:
+    """Tile-core size on the stored grid (a resampled volume's tiles scaled back)."""
+    assert state.plan is not None
+    tile = state.plan.grid.tile
+    if state.volume is not None and state.volume.resampled:
+        native = state.volume.info.shape
+        return tuple(max(1, round(t * n / m))
+                     for t, n, m in zip(tile, native, state.volume.model_shape))
+    return tile
+
+
+def _volume_metrics(state: SceneState, labels: Path) -> dict:
+    from pipeline.metrics import label_metrics, unlabelled_value
+    from pipeline.surface import surface_distances
+    from pipeline.volume import TRUTH_INSTANCE, TRUTH_SEMANTIC, ingest_label_volume
+
+    assert state.plan is not None and state.volume is not None
+    group = open_store(state.workspace.store, mode="r+")
+    chunks = group[SEMANTIC].chunks
+    dtype = ingest_label_volume(labels, state.volume.info, group, chunks=chunks)
+    ignore = unlabelled_value(dtype)
+    classes = _class_rows(state.bundle.spec)
+    metrics = label_metrics(
+        group[SEMANTIC], group[PANOPTIC], group[VALID], group[TRUTH_SEMANTIC],
+        group[TRUTH_INSTANCE], ignore=ignore, classes=classes,
+        pred_categories=state.categories, seam_tile=_seam_tile(state),
+        seam_width=max(state.plan.halo, 1), source=str(labels))
+    # HD95 for every class but the background (class 0)
+    metrics["surface"] = surface_distances(
+        group[SEMANTIC], group[TRUTH_SEMANTIC], group[VALID],
+        classes=[(c[0], c[1]) for c in classes if c[0] != 0],
+        spacing=state.volume.info.spacing, ignore=ignore, chunks=chunks)
+    return metrics
+
+
 def stage_metrics(state: SceneState) -> None:
     """Metrics against the scene's label file, when there is one."""
     start = time.perf_counter()
     labels = state.workspace.labels
     if labels is not None:
         assert state.plan is not None
-        info = open_labels(labels, state.info)
-        group = open_store(state.workspace.store)
-        metrics = scene_metrics(
-            group[SEMANTIC], group[PANOPTIC], group, info,
-            classes=_class_rows(state.bundle.spec), pred_categories=state.categories,
-            seam_tile=state.plan.grid.tile[:2], seam_width=max(state.plan.halo, 1),
-        )
+        if state.volume is not None:
+            metrics = _volume_metrics(state, labels)
+        else:
+            info = open_labels(labels, state.info)
+            group = open_store(state.workspace.store)
+            metrics = scene_metrics(
+                group[SEMANTIC], group[PANOPTIC], group, info,
+                classes=_class_rows(state.bundle.spec), pred_categories=state.categories,
+                seam_tile=state.plan.grid.tile, seam_width=max(state.plan.halo, 1),
+            )
         state.seams["metrics"] = metrics.pop("seams")
         state.metrics = {**metrics, "labels": str(labels)}
     state.timings["metrics"] = time.perf_counter() - start
 
 
 def stage_export(state: SceneState) -> None:
-    """COG exports on the input's grid."""
+    """Exports on the input's grid: COGs for GeoTIFF scenes, ``.nii.gz`` for volumes."""
     start = time.perf_counter()
     group = open_store(state.workspace.store)
     _, nodata = label_dtype(state.bundle.spec.num_classes)
-    state.exports = export_cogs(group, [SEMANTIC, INSTANCE, PANOPTIC], state.info,
-                                state.workspace.partial,
-                                {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0})
+    names = [SEMANTIC, INSTANCE, PANOPTIC]
+    if state.volume is not None:
+        from pipeline.volume import export_volumes
+
+        state.exports = export_volumes(group, names, state.volume.info, state.workspace.partial)
+    else:
+        state.exports = export_cogs(group, names, state.info, state.workspace.partial,
+                                    {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0})
     state.timings["export"] = time.perf_counter() - start
+
+
+def _grid_fields(state: SceneState) -> dict:
+    """Where the scene sits in the world: CRS + transform, or the NIfTI grid."""
+    if state.volume is not None:
+        v = state.volume
+        info = v.info
+        return {
+            "shape": list(info.disk_shape) + ([info.channels] if info.channels > 1 else []),
+            "canonical_shape": list(info.shape), "affine": [list(r) for r in info.affine],
+            "orientation": "".join(info.axcodes), "spacing_mm": list(info.zooms),
+            "qform_code": info.qform_code, "sform_code": info.sform_code,
+            "nifti_version": info.version, "channels": list(v.channels),
+            "model_grid": {"spacing_mm": list(v.spacing.target), "shape": list(v.model_shape),
+                           "resampled": v.resampled, "policy": state.options.spacing.value},
+        }
+    return {"shape": list(state.info.shape),
+            "bands": list(state.ingest.bands) if state.ingest else None,
+            "crs": state.info.crs_wkt, "transform": list(state.info.transform)}
 
 
 def build_report(state: SceneState) -> dict:
@@ -253,9 +379,9 @@ def build_report(state: SceneState) -> dict:
     timings = {k: round(state.timings.get(k, 0.0), 4)
                for k in ("read", "infer", "stitch", "panoptic", "metrics", "export")}
     timings["total"] = round(time.perf_counter() - state.started, 4)
-    return {
+    report = {
         "scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "kind": ws.scene.kind.value,
-        "shape": list(state.info.shape), "model": state.bundle.name,
+        "shape": None, "model": state.bundle.name,
         "tiles": {"total": len(plan.grid), "computed": state.tiles_done, "reused": 0,
                   "retried": 0, "tile": plan.tile, "halo": plan.halo},
         "timings_s": timings,
@@ -263,10 +389,9 @@ def build_report(state: SceneState) -> dict:
         "metrics": state.metrics,
         "seams": state.seams,
         "outputs": {**state.exports, "zarr": "scene.zarr"},
-        "bands": list(state.ingest.bands) if state.ingest else None,
-        "crs": state.info.crs_wkt,
-        "transform": list(state.info.transform),
     }
+    report.update(_grid_fields(state))
+    return report
 
 
 def stage_report(state: SceneState) -> dict:
@@ -274,8 +399,15 @@ def stage_report(state: SceneState) -> dict:
     ws, spec = state.workspace, state.bundle.spec
     group = open_store(ws.store)
     colors = [c.color for c in sorted(spec.classes, key=lambda c: c.id)]
-    images = write_quicklooks(group, group[SEMANTIC], colors, ws.partial,
-                              state.options.quicklook_size)
+    if state.volume is not None:
+        from pipeline.report.volume_quicklook import write_volume_quicklooks
+
+        images = write_volume_quicklooks(group, group[SEMANTIC], colors, ws.partial,
+                                         spacing=state.volume.info.spacing,
+                                         max_size=min(state.options.quicklook_size, 512))
+    else:
+        images = write_quicklooks(group, group[SEMANTIC], colors, ws.partial,
+                                  state.options.quicklook_size)
     report = build_report(state)
     report["outputs"].update(images, segments="segments.json")
     (ws.partial / "report.html").write_text(

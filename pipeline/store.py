@@ -45,12 +45,13 @@ def label_dtype(num_classes: int) -> tuple[np.dtype, int]:
 
 
 def create_store(
-    path: Path, *, bands: int, shape: tuple[int, int], dtype: str, image_chunk: int,
-    attrs: dict[str, Any],
+    path: Path, *, bands: int, shape: tuple[int, ...], dtype: str, image_chunk: int,
+    attrs: dict[str, Any], mode: str = "w",
 ) -> zarr.Group:
-    """Create ``scene.zarr`` with its ``image`` and ``valid`` arrays."""
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    chunk = (min(image_chunk, shape[0]), min(image_chunk, shape[1]))
+    """Create ``scene.zarr`` (or a subgroup path) with its ``image`` ``(C, *shape)`` and
+    ``valid`` ``shape`` arrays; ``shape`` is ``(H, W)`` or ``(Z, Y, X)``."""
+    group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    chunk = tuple(min(image_chunk, n) for n in shape)
     group.create_array(
         IMAGE, shape=(bands, *shape), chunks=(bands, *chunk), dtype=dtype,
         compressors=_COMPRESSORS, fill_value=0,

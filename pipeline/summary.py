@@ -43,9 +43,10 @@ class ClassTotals:
         weights = np.broadcast_to(areas, labels.shape)[inside]
         self.area_m2 += np.bincount(lab, weights=weights, minlength=k)[:k]
 
-    def to_dict(self, names: list[str]) -> dict:
+    def to_dict(self, names: list[str], *, unit: str = "area_m2", scale: float = 1.0) -> dict:
+        """Per class name: ``{"pixels": n, unit: total * scale}``."""
         return {
-            name: {"pixels": int(self.pixels[i]), "area_m2": float(self.area_m2[i])}
+            name: {"pixels": int(self.pixels[i]), unit: float(self.area_m2[i] * scale)}
             for i, name in enumerate(names)
         }
 
@@ -61,4 +62,16 @@ def summarise_semantic(semantic: zarr.Array, info: RasterInfo, num_classes: int)
             geographic=info.is_geographic, linear_unit_m=info.linear_unit_m, a=a, rf=rf,
         )
         totals.add(block, areas)
+    return totals
+
+
+def summarise_volume(semantic: zarr.Array, spacing_mm: tuple[float, ...], num_classes: int) -> ClassTotals:
+    """Voxel counts per class; ``area_m2`` holds the volume in mL (voxel mm³ / 1000).
+
+    Report with ``totals.to_dict(names, unit="volume_ml")``.
+    """
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    totals = ClassTotals(num_classes)
+    for key in iter_blocks(semantic.shape, semantic.chunks):
+        totals.add(semantic[key], np.float64(voxel_ml))
     return totals

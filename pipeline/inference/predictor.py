@@ -21,12 +21,12 @@ from segcore.instances.grouping import group_instances
 class TilePrediction:
     """Labels of one tile window: class ids and tile-local instance ids (0 = none)."""
 
-    semantic: np.ndarray  # (h, w) uint8/uint16, nodata where the input is invalid
-    instance: np.ndarray | None  # (h, w) int64 local ids, None for semantic-only models
+    semantic: np.ndarray  # (*S) uint8/uint16, nodata where the input is invalid
+    instance: np.ndarray | None  # (*S) int64 local ids, None for semantic-only models
 
 
 class TilePredictor:
-    """Run a bundle's network on raw ``(C, h, w)`` tiles.
+    """Run a bundle's network on raw ``(C, *S)`` tiles (``S`` = ``(h, w)`` or ``(d, h, w)``).
 
     Parameters
     ----------
@@ -41,8 +41,10 @@ class TilePredictor:
         self.device = torch.device(device)
         self.net = bundle.build().to(self.device)
         spec = bundle.spec.input
-        self._mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
-        self._std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
+        self.ndim = bundle.spec.ndim
+        trailing = (None,) * self.ndim
+        self._mean = np.asarray(spec.mean, dtype=np.float32)[(slice(None), *trailing)]
+        self._std = np.asarray(spec.std, dtype=np.float32)[(slice(None), *trailing)]
         self._scale = spec.value_scale
         self.stride = bundle.spec.stride
         self.channels = spec.channels
@@ -50,7 +52,7 @@ class TilePredictor:
         self.has_instances = "instance" in bundle.spec.heads
 
     def normalise(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(C, h, w)`` raw samples -> float32 model input; nodata and NaN become 0."""
+        """``(C, *S)`` raw samples -> float32 model input; nodata and NaN become 0."""
         dtype = str(image.dtype)
         if dtype not in self._scale:
             raise ModelError(
@@ -65,12 +67,13 @@ class TilePredictor:
 
     @torch.inference_mode()
     def outputs(self, batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """Model heads for same-shape normalised tiles: ``[(C, h, w)] -> [{head: (k, h, w)}]``."""
+        """Model heads for same-shape normalised tiles: ``[(C, *S)] -> [{head: (k, *S)}]``."""
         x = torch.from_numpy(np.stack(batch)).to(self.device)
-        x, size = pad_to_multiple(x, self.stride, spatial_dims=2)
+        x, size = pad_to_multiple(x, self.stride, spatial_dims=self.ndim)
         out = self.net(x)
         heads = out if isinstance(out, dict) else {"semantic": out}
-        cropped = {k: v[..., : size[0], : size[1]].float().cpu().numpy() for k, v in heads.items()}
+        crop = (Ellipsis, *(slice(0, n) for n in size))
+        cropped = {k: v[crop].float().cpu().numpy() for k, v in heads.items()}
         return [{k: v[i] for k, v in cropped.items()} for i in range(len(batch))]
 
     def _instances(self, heads: dict[str, np.ndarray], semantic: np.ndarray,
@@ -85,7 +88,7 @@ class TilePredictor:
     def predict(
         self, images: list[np.ndarray], valids: list[np.ndarray], *, nodata: int
     ) -> list[TilePrediction]:
-        """Class ids ``(h, w)`` (``nodata`` where the input is invalid) and instances per tile."""
+        """Class ids ``(*S)`` (``nodata`` where the input is invalid) and instances per tile."""
         inputs = [self.normalise(im, va) for im, va in zip(images, valids)]
         results: list[TilePrediction | None] = [None] * len(inputs)
         by_shape: dict[tuple[int, ...], list[int]] = {}

@@ -56,14 +56,16 @@ def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: d
     summary = report["summary"]["classes"]
     total = sum(c["pixels"] for c in summary.values()) or 1
     rows = []
+    volumes = report.get("kind") == "nifti"
     for name, c in summary.items():
         r, g, b = colors.get(name, (128, 128, 128))
         label = Markup(f'<span class="swatch" style="background:rgb({r},{g},{b})"></span>'
                        f"{html.escape(name)}")
-        area = c.get("area_m2")
+        size = c.get("volume_ml") if volumes else c.get("area_m2")
         rows.append([label, c["pixels"], f"{100.0 * c['pixels'] / total:.1f}",
-                     None if area is None else area / 1e6])
-    class_table = _table(["class", "pixels", "share %", "area km²"], rows)
+                     None if size is None else (size if volumes else size / 1e6)])
+    class_table = _table(["class", "voxels" if volumes else "pixels", "share %",
+                          "volume mL" if volumes else "area km²"], rows)
     t = report["tiles"]
     run_rows = [["scene", report["scene_id"]], ["input", report["input"]],
                 ["model", report["model"]], ["shape", " x ".join(map(str, report["shape"]))],
@@ -79,6 +81,10 @@ def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: d
                   _table(["", "value"], [["mIoU", sem["miou"]], ["Dice", sem["dice"]]]),
                   _table(["class", "IoU", "Dice"],
                          [[n, v["iou"], v["dice"]] for n, v in sem["per_class"].items()])]
+    if metrics and metrics.get("surface"):
+        parts += ["<h2>Surface distance</h2>",
+                  _table(["class", "HD95 (mm)"],
+                         [[n, v.get("hd95_mm")] for n, v in metrics["surface"].items()])]
     instances = report["summary"].get("instances") or {}
     if instances:
         parts += ["<h2>Instances</h2>",
