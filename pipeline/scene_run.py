@@ -142,6 +142,13 @@ def _ingest_volume(state: SceneState, attrs: dict) -> None:
                               policy=opts.spacing, tolerance=spec.spacing_tolerance,
                               model_name=spec.name)
     channels = opts.bands or state.bundle.default_bands(info.channels)
+    scale = spec.input.value_scale
+    if decision.resample and scale.get(info.dtype) != scale.get("float32"):
+        raise InputError(
+            str(ws.scene.path),
+            f"needs resampling to {decision.target} mm, which makes it float32, but model "
+            f"'{spec.name}' scales {info.dtype} ({scale.get(info.dtype)}) and float32 "
+            f"({scale.get('float32')}) samples differently; use --spacing ignore or refuse")
     state.volume = ingest_volume(info, ws.store, channels=channels, needed=spec.input.channels,
                                  chunk=opts.volume_chunk, attrs=attrs, spacing=decision)
     state.timings["read"] = state.volume.seconds

@@ -91,7 +91,7 @@ def ingest_volume(info: VolumeInfo, store_path: Path, *, channels: list[int], ne
     if spacing.resample:
         model_shape = resampled_shape(info.shape, spacing.source, spacing.target)
         model = create_store(store_path / MODEL_GROUP, bands=len(channels), shape=model_shape,
-                             dtype="float32" if np.dtype(info.dtype).kind == "f" else info.dtype,
+                             dtype="float32",
                              image_chunk=chunk, mode="w", attrs={
                                  "spacing": list(spacing.target),
                                  "canonical_affine": resampled_affine(
