@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint unit e2e bench model clean
+.PHONY: demo demo-medical test lint unit e2e bench bench-volume model model-medical clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/segpipe demo --out demo-out
 
+# Four synthetic phantom volumes (mixed orientations/formats) through demo-medical.
+demo-medical: $(STAMP)
+	$(BIN)/segpipe demo --medical --out demo-medical-out
+
 lint: $(STAMP)
 	$(BIN)/lint-imports
 
@@ -28,8 +32,16 @@ test: lint
 model: $(STAMP)
 	$(BIN)/segpipe train --config configs/demo-satellite.yaml --out pipeline/models/demo-satellite
 
+# Re-create the bundled demo-medical model (3-D U-Net + instance head on phantoms).
+model-medical: $(STAMP)
+	$(BIN)/segpipe train --config configs/demo-medical.yaml --out pipeline/models/demo-medical
+
 bench: $(STAMP)
 	$(BIN)/python bench/memory.py
 
+# Peak memory of a 512 x 512 x 400 int16 volume vs a smaller one (bounded by the tile).
+bench-volume: $(STAMP)
+	$(BIN)/python bench/volume_memory.py
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-out demo-medical-out .pytest_cache .hypothesis

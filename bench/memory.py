@@ -85,10 +85,10 @@ def make_scene(path: Path, size: int) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def measure(scene: Path, out: Path, model: str, workers: int) -> dict:
+def measure(scene: Path, out: Path, model: str, workers: int, extra: list[str] = ()) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     cmd = [str(BIN / "segpipe"), "run", str(scene), "--model", model, "--out", str(out),
-           "--workers", str(workers)]
+           "--workers", str(workers), *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sampler = TreeSampler(proc.pid)

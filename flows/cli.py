@@ -145,19 +145,28 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("demo-out"),
     size: Annotated[int, typer.Option(help="Scene side in pixels (>= 4096 for the real demo).")] = 4096,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic scene.")] = 2026,
+    medical: Annotated[bool, typer.Option(
+        "--medical", help="Segment a synthetic archive of phantom NIfTI volumes with "
+                          "demo-medical instead.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
 ) -> None:
-    """Generate a synthetic satellite scene, segment it with demo-satellite, print a summary."""
+    """Generate a synthetic satellite scene (or phantom archive), segment it, print a summary."""
     import json
     import time
 
-    from pipeline.demo import ensure_demo_scene
+    from pipeline.demo import ensure_demo_scene, ensure_medical_archive
 
     start = time.perf_counter()
-    err.print(f"generating a {size} x {size} synthetic scene (seed {seed}) ...")
-    image, truth = ensure_demo_scene(out / "inputs", size=size, seed=seed)
-    code, outcomes = run_batch([str(image)], "demo-satellite", out, labels=str(truth),
-                               overrides={}, config=None, debug=debug)
+    if medical:
+        err.print(f"writing a synthetic archive of 4 phantom volumes (seed {seed}) ...")
+        archive, truth = ensure_medical_archive(out / "inputs", seed=seed)
+        code, outcomes = run_batch([str(archive)], "demo-medical", out, labels=str(truth),
+                                   overrides={}, config=None, debug=debug)
+    else:
+        err.print(f"generating a {size} x {size} synthetic scene (seed {seed}) ...")
+        image, truth = ensure_demo_scene(out / "inputs", size=size, seed=seed)
+        code, outcomes = run_batch([str(image)], "demo-satellite", out, labels=str(truth),
+                                   overrides={}, config=None, debug=debug)
     for outcome in outcomes:
         if outcome.status == "ok":
             report = json.loads(Path(outcome.report).read_text())

@@ -22,3 +22,23 @@ def ensure_demo_scene(directory: Path, *, size: int = 4096, seed: int = 2026) ->
     write_scene(image, spec=spec, label_path=labels)
     stamp.write_text(json.dumps(wanted))
     return image, labels
+
+
+def ensure_medical_archive(directory: Path, *, volumes: int = 4, seed: int = 2026,
+                           shape: tuple[int, int, int] = (96, 96, 96)) -> tuple[Path, Path]:
+    """Write a small phantom archive (``archive/``, ``labels/``) unless it already matches.
+
+    Volumes come in LPS/RAS/PLS/LAS orientations, ``.nii`` and ``.nii.gz``, NIfTI-1
+    and -2, some big-endian and some at another spacing than the model's.
+    """
+    from pipeline.phantoms import write_archive
+
+    stamp = directory / ".demo-medical.json"
+    wanted = {"volumes": volumes, "seed": seed, "shape": list(shape)}
+    archive, labels = directory / "archive", directory / "labels"
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and archive.is_dir():
+        return archive, labels
+    directory.mkdir(parents=True, exist_ok=True)
+    write_archive(directory, volumes=volumes, shape=shape, seed=seed)
+    stamp.write_text(json.dumps(wanted))
+    return archive, labels

@@ -20,6 +20,15 @@ computes panoptic quality (predicted panoptic map: semantic argmax +
 (``training.heldout.pq`` / ``pq_things`` / ``per_class_pq``,
 ``training.grouping``).
 
+3-D: ``data: {kind: synthetic-phantom}`` trains a 3-D network (``architecture:
+unet3d``) on seeded phantom volumes (``segcore.synthetic.phantom``: an organ
+as stuff, lesions as things, intensities in raw physical units) with random
+cubic crops and flips along every axis (a fraction of them centred on a
+lesion). The bundle then records ``ndim: 3``, the training ``spacing``
+(``[z, y, x]`` mm) and ``input.value_scale`` 1.0 for every dtype (mean/std in
+raw units); held-out figures come from whole volumes and add ``organ_dice``
+and ``lesion_pq``.
+
 Reproducible: every random choice derives from ``seed``; with the same
 ``threads`` the same config gives the same weights.
 """
@@ -48,6 +57,7 @@ from segcore.metrics.confusion import SemanticScores, confusion_matrix
 from segcore.models.factory import build_model
 from segcore.panoptic import FusionStats, PanopticAccumulator, apply_plan, decide, panoptic_quality
 from segcore.receptive_field import measure
+from segcore.synthetic.phantom import LESION, PHANTOM_CLASSES, PhantomSpec, render_phantom
 from segcore.synthetic.satellite import SATELLITE_CLASSES, SatelliteSceneSpec, render
 
 StepCallback = Callable[[int, float], None]
@@ -66,6 +76,37 @@ class SyntheticData(BaseModel):
     heldout_scenes: int = Field(default=4, ge=1)
     heldout_size: int = Field(default=512, ge=64)
     heldout_seed: int = 100_000
+
+
+class PhantomData(BaseModel):
+    """Seeded synthetic 3-D phantoms (``segcore.synthetic.phantom``), rendered in memory.
+
+    ``shape`` is ``(Z, Y, X)`` voxels and ``spacing`` ``(z, y, x)`` mm (the
+    bundle records it); the anatomy is in mm. ``lesion_crops`` is the
+    fraction of training crops centred on a random lesion voxel.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["synthetic-phantom"] = "synthetic-phantom"
+    volumes: int = Field(default=8, ge=1)
+    shape: tuple[int, int, int] = (96, 96, 96)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    seed: int = 0
+    lesions: tuple[int, int] = (3, 7)
+    lesion_radius_mm: tuple[float, float] = (4.0, 10.0)
+    noise: float = Field(default=40.0, ge=0)
+    bias: float = Field(default=0.15, ge=0, lt=1)
+    lesion_crops: float = Field(default=0.5, ge=0, le=1)
+    heldout_volumes: int = Field(default=2, ge=1)
+    heldout_shape: tuple[int, int, int] | None = None  # None: as `shape`
+    heldout_seed: int = 100_000
+
+    def phantom_spec(self, seed: int, *, heldout: bool = False) -> PhantomSpec:
+        """The :class:`PhantomSpec` of one training (or held-out) volume."""
+        shape = (self.heldout_shape or self.shape) if heldout else self.shape
+        return PhantomSpec(shape=shape, spacing=self.spacing, seed=seed, lesions=self.lesions,
+                           lesion_radius_mm=self.lesion_radius_mm, noise=self.noise, bias=self.bias)
 
 
 class GeoTiffPair(BaseModel):
@@ -105,7 +146,7 @@ class TrainConfig(BaseModel):
     name: str
     architecture: str = "unet2d"
     params: dict[str, Any] = Field(default_factory=dict)
-    data: SyntheticData | GeoTiffData = Field(discriminator="kind")
+    data: SyntheticData | GeoTiffData | PhantomData = Field(discriminator="kind")
     steps: int = Field(default=1500, ge=1)
     batch_size: int = Field(default=8, ge=1)
     crop: int = Field(default=128, ge=16)
@@ -186,11 +227,70 @@ class Scenes:
         return np.stack(xs), np.stack(ys), (np.stack(zs) if with_instances else None)
 
 
-def crop_targets(instances: np.ndarray, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batched ``instance_targets`` of (already augmented) instance crops ``(N, H, W)``.
+class Volumes(Scenes):
+    """In-memory training volumes: images ``(C, Z, Y, X)``, labels ``(Z, Y, X)``,
+    optionally instance maps ``(Z, Y, X)``.
 
-    Returns centre heatmaps ``(N, 1, H, W)``, offsets ``(N, 2, H, W)`` and
-    offset weights ``(N, H, W)``, float32 tensors.
+    Crops are cubes of side ``crop`` with a random flip along every axis; a
+    fraction ``focus`` of them is centred (up to a random shift) on a random
+    voxel of class ``focus_class`` when the volume has one.
+    """
+
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], ignore: int,
+                 instances: list[np.ndarray] | None = None, *, focus: float = 0.0,
+                 focus_class: int = 0) -> None:
+        super().__init__(images, labels, ignore, instances)
+        self.focus = focus
+        self.points = [np.argwhere(lab == focus_class) for lab in labels]
+
+    def _corner(self, rng: np.random.Generator, i: int, crop: int) -> list[int]:
+        shape = self.labels[i].shape
+        if min(shape) < crop:
+            raise ConfigError(f"crop: expected at most the smallest volume side {min(shape)}, "
+                              f"received {crop}")
+        points = self.points[i]
+        if rng.random() < self.focus and len(points):
+            p = points[int(rng.integers(len(points)))]
+            return [int(np.clip(c - rng.integers(crop), 0, n - crop)) for c, n in zip(p, shape)]
+        return [int(rng.integers(0, n - crop + 1)) for n in shape]
+
+    def _crops(self, rng: np.random.Generator, n: int, crop: int,
+               *, with_instances: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        xs, ys, zs = [], [], []
+        for _ in range(n):
+            i = int(rng.integers(len(self.images)))
+            box = tuple(slice(c, c + crop) for c in self._corner(rng, i, crop))
+            x, y = self.images[i][(slice(None), *box)], self.labels[i][box]
+            z = self.instances[i][box] if with_instances and self.instances is not None else None
+            for axis in range(3):
+                if rng.random() < 0.5:
+                    x, y = np.flip(x, axis + 1), np.flip(y, axis)
+                    z = None if z is None else np.flip(z, axis)
+            xs.append(x.copy())
+            ys.append(y.copy())
+            if z is not None:
+                zs.append(z.copy())
+        return np.stack(xs), np.stack(ys), (np.stack(zs) if with_instances else None)
+
+
+def phantom_volumes(data: PhantomData, *, heldout: bool, instances: bool = False) -> Volumes:
+    """Render the training (or held-out) phantoms of ``data`` as :class:`Volumes`."""
+    n, seed = (data.heldout_volumes, data.heldout_seed) if heldout else (data.volumes, data.seed)
+    images, labels, inst = [], [], []
+    for i in range(n):
+        ph = render_phantom(data.phantom_spec(seed + i, heldout=heldout))
+        images.append(ph.image[None])
+        labels.append(ph.semantic.astype(np.int64))
+        inst.append(ph.instance.astype(np.int64))
+    return Volumes(images, labels, ignore=255, instances=inst if instances else None,
+                   focus=0.0 if heldout else data.lesion_crops, focus_class=LESION)
+
+
+def crop_targets(instances: np.ndarray, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched ``instance_targets`` of (already augmented) instance crops ``(N, *S)``.
+
+    Returns centre heatmaps ``(N, 1, *S)``, offsets ``(N, ndim, *S)`` and
+    offset weights ``(N, *S)``, float32 tensors (2-D or 3-D crops).
     """
     heats, offsets, weights = zip(*(instance_targets(z, sigma=sigma) for z in instances))
     return (torch.from_numpy(np.stack(heats)), torch.from_numpy(np.stack(offsets)),
@@ -242,22 +342,29 @@ def geotiff_scenes(data: GeoTiffData, *, heldout: bool, instances: bool = False)
     return Scenes(images, labels, ignore=255, instances=inst if instances else None)
 
 
-def load_scenes(data: SyntheticData | GeoTiffData, *, heldout: bool, instances: bool = False) -> Scenes:
+def load_scenes(data: SyntheticData | GeoTiffData | PhantomData, *, heldout: bool,
+                instances: bool = False) -> Scenes:
+    if isinstance(data, PhantomData):
+        return phantom_volumes(data, heldout=heldout, instances=instances)
     if isinstance(data, SyntheticData):
         return synthetic_scenes(data, heldout=heldout, instances=instances)
     return geotiff_scenes(data, heldout=heldout, instances=instances)
 
 
-def class_table(data: SyntheticData | GeoTiffData) -> list[ClassSpec]:
+def class_table(data: SyntheticData | GeoTiffData | PhantomData) -> list[ClassSpec]:
     if isinstance(data, GeoTiffData):
         return list(data.classes)
-    return [ClassSpec(id=c.id, name=c.name, isthing=c.isthing, color=c.color)
-            for c in SATELLITE_CLASSES]
+    table = PHANTOM_CLASSES if isinstance(data, PhantomData) else SATELLITE_CLASSES
+    return [ClassSpec(id=c.id, name=c.name, isthing=c.isthing, color=c.color) for c in table]
 
 
-def normalisation(scenes: Scenes) -> tuple[list[float], list[float], float]:
-    """Per-band mean/std after the dtype's value scale (uint8 -> /255)."""
-    scale = 1.0 / 255.0 if scenes.images[0].dtype == np.uint8 else (
+def normalisation(scenes: Scenes, *, raw: bool = False) -> tuple[list[float], list[float], float]:
+    """Per-band mean/std after the dtype's value scale (uint8 -> /255).
+
+    ``raw=True`` (physical units, e.g. MR/CT intensities): scale 1.0 for every
+    dtype, mean/std in raw units.
+    """
+    scale = 1.0 if raw else 1.0 / 255.0 if scenes.images[0].dtype == np.uint8 else (
         1.0 / 65535.0 if scenes.images[0].dtype == np.uint16 else 1.0)
     stacked = np.concatenate([im.reshape(im.shape[0], -1) for im in scenes.images], axis=1)
     values = stacked.astype(np.float64) * scale
@@ -267,9 +374,9 @@ def normalisation(scenes: Scenes) -> tuple[list[float], list[float], float]:
 # --------------------------------------------------------------------------- loop
 def _fuse(semantic: np.ndarray, instance: np.ndarray, classes: list[ClassSpec],
           nodata: int) -> tuple[np.ndarray, dict[int, int]]:
-    """Panoptic ids ``(H, W)`` of one scene and their categories (``segcore.panoptic``)."""
+    """Panoptic ids ``(*S)`` of one scene or volume and their categories (``segcore.panoptic``)."""
     table = [(c.id, c.name, c.isthing) for c in classes]
-    stats = FusionStats(ndim=2, nodata=nodata)
+    stats = FusionStats(ndim=semantic.ndim, nodata=nodata)
     stats.add(semantic, instance)
     plan = decide(stats, table, min_stuff_area=0)
     return apply_plan(plan, semantic, instance), {g.id: g.category_id for g in plan.segments}
@@ -315,6 +422,9 @@ def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[
              grouping: GroupingConfig | None = None) -> dict[str, Any]:
     """Whole-scene inference on held-out scenes; streaming confusion -> mIoU, Dice.
 
+    Scenes are 2-D ``(C, H, W)`` or 3-D ``(C, Z, Y, X)`` (``net.ndim``); each
+    is padded to the stride, predicted whole and cropped back.
+
     For a network with an instance head (dict output) and scenes with instance
     maps, also panoptic quality: ``pq``, ``pq_things``, ``pq_stuff``,
     ``per_class_pq`` ({name: pq}, None for classes absent from both maps).
@@ -322,8 +432,9 @@ def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[
     net.eval()
     k = len(names)
     cm = np.zeros((k, k), dtype=np.int64)
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    ndim = int(getattr(net, "ndim", 2))
+    m = torch.tensor(mean, dtype=torch.float32).reshape(-1, *[1] * ndim)
+    s = torch.tensor(std, dtype=torch.float32).reshape(-1, *[1] * ndim)
     stride = int(getattr(net, "stride", 1))
     grouping = grouping or GroupingConfig()
     panoptic: _PanopticEval | None = None
@@ -335,14 +446,15 @@ def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[
     with torch.inference_mode():
         for i, (img, lab) in enumerate(zip(scenes.images, scenes.labels)):
             x = (torch.from_numpy(img.astype(np.float32)) * scale - m) / s
-            x, size = pad_to_multiple(x[None], stride, spatial_dims=2)
+            x, size = pad_to_multiple(x[None], stride, spatial_dims=ndim)
             out = net(x)
             logits = out["semantic"] if isinstance(out, dict) else out
-            pred = logits[0, :, : size[0], : size[1]].argmax(0).numpy()
+            crop = (0, slice(None), *(slice(0, n) for n in size))
+            pred = logits[crop].argmax(0).numpy()
             cm += confusion_matrix(pred, lab, k, ignore_index=scenes.ignore)
             if panoptic is not None and isinstance(out, dict):
-                center = out["center"][0, :, : size[0], : size[1]]
-                offset = out["offset"][0, :, : size[0], : size[1]]
+                center = out["center"][crop]
+                offset = out["offset"][crop]
                 inst = group_instances(center, offset, torch.from_numpy(isthing[pred]),
                                        threshold=grouping.threshold, nms_kernel=grouping.nms_kernel,
                                        top_k=grouping.top_k).numpy()
@@ -367,9 +479,14 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     channels = train_set.images[0].shape[0]
     params = {"in_channels": channels, "num_classes": len(classes), **cfg.params}
     net = build_model(cfg.architecture, **params)
-    mean, std, scale = normalisation(train_set)
-    m = torch.tensor(mean, dtype=torch.float32)[None, :, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[None, :, None, None]
+    mean, std, scale = normalisation(train_set, raw=isinstance(cfg.data, PhantomData))
+    ndim = int(getattr(net, "ndim", 2))
+    if isinstance(cfg.data, PhantomData):
+        if ndim != 3:
+            raise ConfigError(f"data.kind synthetic-phantom: expected a 3-D architecture "
+                              f"(unet3d), received '{cfg.architecture}' with ndim {ndim}")
+    m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
+    s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
     loss_fn = SegmentationLoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
     inst_loss = InstanceLoss(center_weight=cfg.center_weight, offset_weight=cfg.offset_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -401,8 +518,16 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     heldout = evaluate(net, load_scenes(cfg.data, heldout=True, instances=with_instances),
                        mean, std, scale, names, classes=classes, grouping=cfg.grouping)
     stride = int(getattr(net, "stride", 1))
-    rf = int(getattr(net, "receptive_field", 0)) or measure(net, channels, ndim=2)
+    rf = int(getattr(net, "receptive_field", 0)) or measure(net, channels, ndim=ndim)
     extra: dict[str, Any] = {}
+    input_extra: dict[str, Any] = {}
+    if isinstance(cfg.data, PhantomData):
+        extra.update(ndim=3, spacing=[float(v) for v in cfg.data.spacing])
+        dtypes = InputSpec.model_fields["value_scale"].get_default(call_default_factory=True)
+        input_extra["value_scale"] = {dtype: 1.0 for dtype in dtypes}
+        heldout["organ_dice"] = heldout["per_class"]["organ"]["dice"]
+        if "per_class_pq" in heldout:
+            heldout["lesion_pq"] = heldout["per_class_pq"]["lesion"]
     if with_instances:
         extra["heads"] = ["semantic", "instance"]
         if "instances" in ModelSpec.model_fields:  # grouping for inference, where ModelSpec has it
@@ -410,7 +535,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     spec = ModelSpec(
         **extra,
         name=cfg.name, architecture=cfg.architecture, params=params, weights="model.safetensors",
-        input=InputSpec(channels=channels, mean=mean, std=std,
+        input=InputSpec(**input_extra, channels=channels, mean=mean, std=std,
                         bands=getattr(cfg.data, "bands", None) if isinstance(cfg.data, GeoTiffData) else None),
         classes=classes, tile=cfg.tile, receptive_field=rf, stride=stride,
         training={"config": cfg.model_dump(mode="json"), "final_loss": loss_value,

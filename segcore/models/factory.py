@@ -10,11 +10,11 @@ from torch import nn
 
 from segcore.errors import ConfigError, ModelError
 from segcore.hints import did_you_mean
-from segcore.models.unet import UNet2d
+from segcore.models.unet import UNet2d, UNet3d
 
 __all__ = ["ARCHITECTURES", "build_model"]
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet2d": UNet2d}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet2d": UNet2d, "unet3d": UNet3d}
 """Built-in architectures by name (the names model bundles and configs use)."""
 
 
@@ -52,7 +52,7 @@ def build_model(architecture: str, **params: Any) -> nn.Module:
     Parameters
     ----------
     architecture : str
-        A key of :data:`ARCHITECTURES`, e.g. ``"unet2d"``.
+        A key of :data:`ARCHITECTURES`, e.g. ``"unet2d"`` or ``"unet3d"``.
     **params
         Keyword arguments of the constructor.
 
@@ -72,10 +72,10 @@ def build_model(architecture: str, **params: Any) -> nn.Module:
     >>> model = build_model("unet2d", in_channels=3, num_classes=2, depth=2)
     >>> type(model).__name__, model.stride
     ('UNet2d', 4)
-    >>> build_model("unet", in_channels=3, num_classes=2)
+    >>> build_model("unet2", in_channels=3, num_classes=2)
     Traceback (most recent call last):
     ...
-    segcore.errors.ModelError: architecture: expected one of ['unet2d'], received 'unet' (did you mean 'unet2d'?)
+    segcore.errors.ModelError: architecture: expected one of ['unet2d', 'unet3d'], received 'unet2' (did you mean 'unet2d'?)
     """
     ctor = ARCHITECTURES.get(architecture) if isinstance(architecture, str) else None
     if ctor is None:
