@@ -32,7 +32,9 @@ def write_phantom(image: Path, *, shape: tuple[int, int, int] = (64, 64, 64),
                   spacing: tuple[float, float, float] = (2.0, 2.0, 2.0), seed: int = 0,
                   axcodes: str = "RAS", labels: Path | None = None, version: int = 1,
                   big_endian: bool = False, qform_code: int = 1, sform_code: int = 1,
-                  lesions: tuple[int, int] = (3, 7), dtype: str = "int16") -> PhantomFile:
+                  lesions: tuple[int, int] = (4, 8),
+                  lesion_radius_mm: tuple[float, float] = (6.0, 12.0),
+                  dtype: str = "int16") -> PhantomFile:
     """Render a phantom and write ``image`` (and ``labels``) as NIfTI.
 
     Parameters
@@ -44,9 +46,11 @@ def write_phantom(image: Path, *, shape: tuple[int, int, int] = (64, 64, 64),
         Canonical ``(Z, Y, X)`` voxels and their size in mm.
     axcodes : str
         Orientation of the file's voxel axes (``"LPS"``, ``"PLS"``, ``"LAS"``, ...).
+    lesions, lesion_radius_mm : tuple
+        Lesion count and radius ranges; the defaults are ``demo-medical``'s training range.
     """
     phantom = render_phantom(PhantomSpec(shape=shape, spacing=spacing, seed=seed,
-                                         lesions=lesions))
+                                         lesions=lesions, lesion_radius_mm=lesion_radius_mm))
     data = phantom.image.astype(dtype)
     kw = {"axcodes": axcodes, "spacing": spacing, "version": version, "big_endian": big_endian,
           "qform_code": qform_code, "sform_code": sform_code}

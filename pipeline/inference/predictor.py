@@ -36,6 +36,8 @@ class TilePredictor:
         ``"cpu"`` or a CUDA device.
     """
 
+    max_batch_voxels = 2**22  # per model call: 4 x 624^2 px in 2-D, one 176^3 window in 3-D
+
     def __init__(self, bundle: ModelBundle, *, device: str = "cpu") -> None:
         self.bundle = bundle
         self.device = torch.device(device)
@@ -85,6 +87,17 @@ class TilePredictor:
             nms_kernel=grouping.nms_kernel, top_k=grouping.top_k,
         ).numpy()
 
+    def _batches(self, by_shape: dict[tuple[int, ...], list[int]],
+                 inputs: list[np.ndarray]) -> list[list[int]]:
+        """Same-shape groups split so one model call sees at most ``max_batch_voxels``
+        voxels (at least one tile): 3-D windows are large, 2-D ones batch freely."""
+        out = []
+        for indices in by_shape.values():
+            voxels = int(np.prod(inputs[indices[0]].shape[1:]))
+            size = max(1, self.max_batch_voxels // max(voxels, 1))
+            out += [indices[i : i + size] for i in range(0, len(indices), size)]
+        return out
+
     def predict(
         self, images: list[np.ndarray], valids: list[np.ndarray], *, nodata: int
     ) -> list[TilePrediction]:
@@ -94,7 +107,7 @@ class TilePredictor:
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, x in enumerate(inputs):
             by_shape.setdefault(x.shape, []).append(i)
-        for indices in by_shape.values():
+        for indices in self._batches(by_shape, inputs):
             for i, heads in zip(indices, self.outputs([inputs[i] for i in indices])):
                 lab = heads["semantic"].argmax(axis=0).astype(np.uint16 if nodata > 255 else np.uint8)
                 lab[~valids[i]] = nodata
