@@ -26,6 +26,7 @@ from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
 from pipeline.export import export_cogs
 from pipeline.inference.pool import WorkerPool
+from pipeline.inference.records import read_records
 from pipeline.ingest import IngestResult, ingest_geotiff
 from pipeline.io.geotiff import RasterInfo, open_raster
 from pipeline.metrics import open_labels, scene_metrics
@@ -39,6 +40,7 @@ from pipeline.store import (
     INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, label_dtype,
     open_store,
 )
+from pipeline.resume import finished_report, mark_ingested, partial_matches, run_fingerprint
 from pipeline.spacing import decide_spacing
 from pipeline.summary import summarise_semantic, summarise_volume
 from segcore.errors import InputError
@@ -67,6 +69,9 @@ class Workspace:
         return self.partial / "scene.zarr"
 
 
+TILE_RECORDS = "tiles"  # completion records of the partial scene, one file per tile
+
+
 @dataclass(frozen=True)
 class TilePlan:
     grid: TileGrid
@@ -85,6 +90,11 @@ class SceneState:
     volume: Any = None  # pipeline.volume.VolumeIngest for NIfTI scenes
     plan: TilePlan | None = None
     tiles_done: int = 0
+    tiles_reused: int = 0
+    tiles_retried: int = 0
+    tiles_skipped: int = 0
+    fingerprint: str = ""
+    resumed: bool = False  # a killed run's ingest and finished tiles are reused
     stitcher: InstanceStitcher | None = None
     seams: dict = field(default_factory=dict)
     categories: dict = field(default_factory=dict)
@@ -150,32 +160,47 @@ def _ingest_volume(state: SceneState, attrs: dict) -> None:
             f"'{spec.name}' scales {info.dtype} ({scale.get(info.dtype)}) and float32 "
             f"({scale.get('float32')}) samples differently; use --spacing ignore or refuse")
     state.volume = ingest_volume(info, ws.store, channels=channels, needed=spec.input.channels,
-                                 chunk=opts.volume_chunk, attrs=attrs, spacing=decision)
+                                 chunk=opts.volume_chunk, attrs=attrs, spacing=decision,
+                                 copy=not state.resumed)
     state.timings["read"] = state.volume.seconds
 
 
+def _prepare_partial(state: SceneState) -> None:
+    """Reuse a killed run's partial directory when its ingest matches; else start clean."""
+    ws = state.workspace
+    state.resumed = state.options.resume and partial_matches(ws.partial, state.fingerprint)
+    if not state.resumed:
+        if ws.partial.exists():
+            shutil.rmtree(ws.partial)
+        ws.partial.mkdir(parents=True)
+
+
 def stage_ingest(state: SceneState) -> None:
-    """Validate the input and copy its bands (channels) into ``scene.zarr/image``."""
+    """Validate the input and copy its bands (channels) into ``scene.zarr/image``.
+
+    A killed run's ingest is reused when its fingerprint matches (``resume``).
+    """
     ws, spec = state.workspace, state.bundle.spec
     _check_dimensions(state)
     attrs = {"scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "model": spec.name,
              "classes": [c.model_dump() for c in spec.classes]}
     if state.is_volume:
-        if ws.partial.exists():
-            shutil.rmtree(ws.partial)
-        ws.partial.mkdir(parents=True)
+        _prepare_partial(state)
         _ingest_volume(state, attrs)
-        return
-    info = open_raster(ws.scene.path)
-    bands = state.options.bands or state.bundle.default_bands(info.count)
-    if ws.partial.exists():
-        shutil.rmtree(ws.partial)
-    ws.partial.mkdir(parents=True)
-    state.ingest = ingest_geotiff(
-        ws.scene.path, ws.store, bands=bands, needed=spec.input.channels,
-        image_chunk=state.options.image_chunk, attrs=attrs, info=info,
-    )
-    state.timings["read"] = state.ingest.seconds
+    else:
+        info = open_raster(ws.scene.path)
+        bands = state.options.bands or state.bundle.default_bands(info.count)
+        _prepare_partial(state)
+        if state.resumed:
+            state.ingest = IngestResult(info=info, bands=tuple(bands), seconds=0.0)
+        else:
+            state.ingest = ingest_geotiff(
+                ws.scene.path, ws.store, bands=bands, needed=spec.input.channels,
+                image_chunk=state.options.image_chunk, attrs=attrs, info=info,
+            )
+        state.timings["read"] = state.ingest.seconds
+    if not state.resumed:
+        mark_ingested(ws.partial, state.fingerprint)
 
 
 def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions) -> TilePlan:
@@ -200,24 +225,52 @@ def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions)
     return TilePlan(grid=grid, halo=halo, tile=tile)
 
 
+def _label_array(group, name: str, *, reuse: bool, **kwargs):
+    """The existing array when resuming (its finished tiles are kept), else a new one."""
+    if reuse and name in group:
+        return group[name]
+    return create_label_array(group, name, **kwargs)
+
+
 def stage_infer(state: SceneState, pool: WorkerPool) -> None:
-    """Run the model actors over every tile; each writes its own core chunks."""
+    """Run the model actors over every tile; each writes its own core chunks.
+
+    Tiles with a completion record from a killed run are reused (``resume``);
+    their records feed the instance stitcher as if they had just finished.
+    """
     start = time.perf_counter()
     state.plan = plan_tiles(state.infer_shape, state.bundle, state.options)
     grid = state.plan.grid
     dtype, nodata = label_dtype(state.bundle.spec.num_classes)
     group = open_store(state.infer_store, mode="r+")
-    create_label_array(group, SEMANTIC, dtype=dtype, fill_value=nodata, chunks=grid.chunks)
+    reuse = state.resumed
+    _label_array(group, SEMANTIC, reuse=reuse, dtype=dtype, fill_value=nodata,
+                 chunks=grid.chunks)
     if "instance" in state.bundle.spec.heads:
-        raw = create_label_array(group, INSTANCE_RAW, dtype=np.dtype("uint64"), fill_value=0,
-                                 chunks=grid.chunks)
+        raw = _label_array(group, INSTANCE_RAW, reuse=reuse, dtype=np.dtype("uint64"),
+                           fill_value=0, chunks=grid.chunks)
         state.stitcher = InstanceStitcher(raw)
+    records_dir = state.workspace.partial / TILE_RECORDS
+    if not reuse:
+        shutil.rmtree(records_dir, ignore_errors=True)
+    records_dir.mkdir(exist_ok=True)
+    flats = {int(np.ravel_multi_index(t.index, grid.grid_shape)): t.index for t in grid}
+    reused = {f: o for f, o in read_records(records_dir).items()
+              if reuse and f in flats and o.index == flats[f]}
+    if state.stitcher is not None and reused:
+        state.stitcher.add(list(reused.values()))
     sid = state.workspace.scene.scene_id
     start_progress(sid, "infer", len(grid))
+    advance_progress(sid, "infer", len(reused))
+    todo = [index for f, index in flats.items() if f not in reused]
     outcomes = pool.run(str(state.infer_store), nodata, grid,
                         progress=lambda n: advance_progress(sid, "infer", n),
-                        on_outcomes=state.stitcher.add if state.stitcher else None)
+                        on_outcomes=state.stitcher.add if state.stitcher else None,
+                        indices=todo, records=str(records_dir), scene_id=sid)
+    state.tiles_reused = len(reused)
     state.tiles_done = len({o.index for o in outcomes})
+    state.tiles_retried = sum(o.retried for o in outcomes)
+    state.tiles_skipped = sum(o.skipped for o in outcomes)
     state.timings["infer"] = time.perf_counter() - start
 
 
@@ -230,9 +283,10 @@ def stage_stitch(state: SceneState) -> None:
     start = time.perf_counter()
     assert state.plan is not None
     expected = len(state.plan.grid)
-    if state.tiles_done != expected:
+    if state.tiles_done + state.tiles_reused != expected:
         raise RuntimeError(
-            f"{state.workspace.scene.path}: only {state.tiles_done} of {expected} tiles finished"
+            f"{state.workspace.scene.path}: only {state.tiles_done + state.tiles_reused} of "
+            f"{expected} tiles finished"
         )
     group = open_store(state.infer_store, mode="r+")
     chunks = state.plan.grid.chunks
@@ -390,8 +444,10 @@ def build_report(state: SceneState) -> dict:
     report = {
         "scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "kind": ws.scene.kind.value,
         "shape": None, "model": state.bundle.name,
-        "tiles": {"total": len(plan.grid), "computed": state.tiles_done, "reused": 0,
-                  "retried": 0, "tile": plan.tile, "halo": plan.halo},
+        "tiles": {"total": len(plan.grid), "computed": state.tiles_done,
+                  "reused": state.tiles_reused, "retried": state.tiles_retried,
+                  "skipped_empty": state.tiles_skipped, "tile": plan.tile, "halo": plan.halo},
+        "fingerprint": state.fingerprint,
         "timings_s": timings,
         "summary": state.summary,
         "metrics": state.metrics,
@@ -455,9 +511,17 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
 
     ``call(stage, *args)`` runs one stage: directly in plain Python, or as an
     orchestrator's task (the Prefect flow passes one that maps stages to tasks).
-    On any failure the partial work is discarded and the error propagates.
+    On an error the partial work is discarded and the error propagates; an
+    interrupt (Ctrl-C) or a kill leaves it for the next run to resume. With
+    ``options.resume``, a scene already finished with the same fingerprint
+    (:mod:`pipeline.resume`) returns its report without running.
     """
-    state = SceneState(workspace, bundle, options)
+    fingerprint = run_fingerprint(workspace.scene.path, bundle, options)
+    if options.resume:
+        finished = finished_report(workspace.final, fingerprint)
+        if finished is not None:  # same input, model and options: nothing to do
+            return finished
+    state = SceneState(workspace, bundle, options, fingerprint=fingerprint)
     try:
         call(stage_ingest, state)
         call(stage_infer, state, pool)
@@ -466,7 +530,7 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
         call(stage_metrics, state)
         call(stage_export, state)
         report = call(stage_report, state)
-    except BaseException:
+    except Exception:
         discard(workspace)
         raise
     publish(workspace)

@@ -73,10 +73,18 @@ def check_channels(info: VolumeInfo, channels: list[int], needed: int) -> None:
 
 
 def ingest_volume(info: VolumeInfo, store_path: Path, *, channels: list[int], needed: int,
-                  chunk: int, attrs: dict, spacing: SpacingDecision) -> VolumeIngest:
-    """Copy ``channels`` (1-based) of the volume into a new store; resample if needed."""
+                  chunk: int, attrs: dict, spacing: SpacingDecision,
+                  copy: bool = True) -> VolumeIngest:
+    """Copy ``channels`` (1-based) of the volume into a new store; resample if needed.
+
+    ``copy=False``: the store was ingested by an earlier (killed) run; only describe it.
+    """
     start = time.perf_counter()
     check_channels(info, channels, needed)
+    if not copy:
+        shape = resampled_shape(info.shape, spacing.source, spacing.target) \
+            if spacing.resample else info.shape
+        return VolumeIngest(info, tuple(channels), spacing, tuple(shape), 0.0)
     attrs = {**attrs, **info.to_attrs(), "channels": list(channels),
              "spacing_model": list(spacing.target)}
     group = create_store(store_path, bands=len(channels), shape=info.shape, dtype=info.dtype,

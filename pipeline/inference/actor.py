@@ -6,14 +6,23 @@ write the same chunk; pixels never travel through the driver or Ray's object
 store. For instance models the actor also returns what cross-tile stitching
 needs: its id range, the ids cut at its halo limit, and its own labels over
 each neighbour's core (at most halo x tile side pixels per neighbour).
+
+Keeping the model fed: a batch is split into two or more model calls; two I/O
+threads read the next tiles while the model runs and write finished ones
+behind it, so reads and writes overlap compute. A tile whose core holds no
+valid pixel is not run through the model at all (its core stays nodata).
+After a tile's chunks are written its completion record is written
+(:mod:`pipeline.inference.records`), which is what a resumed run trusts.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +31,8 @@ import ray
 import torch
 
 from pipeline.bundle import load_bundle
-from pipeline.inference.predictor import TilePredictor
+from pipeline.inference import records as rec
+from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
 from segcore.geometry.grid import Tile, TileGrid
 from segcore.labels.stitch import core_instances, halo_cut_ids, neighbour_overlaps, offset_ids
@@ -60,6 +70,8 @@ class TileOutcome:
     worker: str
     id_offset: int = 0
     id_count: int = 0
+    retried: bool = False  # an earlier attempt at this tile was recorded (crash, kill)
+    skipped: bool = False  # no valid pixel in the core: the model did not run
     cut_ids: np.ndarray | None = None
     # (neighbour index, window start, window stop, this tile's global ids there, packed)
     patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bytes]] = field(
@@ -76,6 +88,7 @@ class TileWorker:
         self.predictor = TilePredictor(load_bundle(bundle_path), device=device)
         self.worker_id = f"{os.getpid()}:{ray.get_runtime_context().get_actor_id()}"
         self._stores: dict[str, object] = {}
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tile-io")
 
     def describe(self) -> dict:
         return {
@@ -86,26 +99,81 @@ class TileWorker:
         }
 
     def run(self, store_path: str, nodata: int, grid: TileGrid,
-            indices: list[tuple[int, ...]]) -> list[TileOutcome]:
+            indices: list[tuple[int, ...]], *, records: str | None = None,
+            scene_id: str = "", faults: dict[str, str] | None = None) -> list[TileOutcome]:
+        """Predict and write the tiles ``indices``; one outcome per tile, in order.
+
+        ``records``: directory for completion records (None: no records).
+        ``faults``: ``SEGPIPE_FAULT_*`` values from the driver (tests only).
+        """
         group = self._stores.get(store_path)
         if group is None:
             group = self._stores[store_path] = open_store(Path(store_path), mode="r+")
         start = time.perf_counter()
         tiles = [grid.tile_at(i) for i in indices]
-        images = [group[IMAGE][(slice(None), *t.halo.slices)] for t in tiles]
-        valids = [np.asarray(group[VALID][t.halo.slices], dtype=bool) for t in tiles]
-        predictions = self.predictor.predict(images, valids, nodata=nodata)
-        outcomes = []
-        per_tile = 0.0
-        for tile, pred in zip(tiles, predictions):
-            group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
-            outcome = {}
-            if pred.instance is not None:
-                outcome = self._write_instances(group, grid, tile, pred.instance)
-            per_tile = (time.perf_counter() - start) / len(tiles)
-            outcomes.append(TileOutcome(tile.index, per_tile, self.worker_id, **outcome))
+        faults = faults or {}
+        step = max(1, math.ceil(len(tiles) / 2))  # two model calls: one computes, one loads
+        reads = [self._io.submit(self._read, group, t) for t in tiles]
+        writes = []
+        for first in range(0, len(tiles), step):
+            part = list(range(first, min(first + step, len(tiles))))
+            attempts = {i: self._begin(grid, tiles[i], records, scene_id, faults) for i in part}
+            inputs = {i: reads[i].result() for i in part}
+            predictions = self._predict(tiles, inputs, nodata)
+            for i in part:
+                writes.append(self._io.submit(self._finish, group, grid, tiles[i], predictions[i],
+                                              records, attempts[i]))
+        results = [w.result() for w in writes]
+        per_tile = (time.perf_counter() - start) / max(len(tiles), 1)
         _release_free_memory()
-        return outcomes
+        return [TileOutcome(**{**r, "seconds": per_tile}) for r in results]
+
+    def _begin(self, grid: TileGrid, tile: Tile, records: str | None, scene_id: str,
+               faults: dict[str, str]) -> bool:
+        """Mark the attempt; apply injected faults. True when this tile is being retried."""
+        flat = int(np.ravel_multi_index(tile.index, grid.grid_shape))
+        retried = rec.mark_started(records, flat) if records else False
+        delay = float(faults.get("delay_s", 0) or 0)
+        if delay:
+            time.sleep(delay)
+        if rec.fault_matches(faults.get("crash"), scene_id, flat) and records:
+            rec.crash_once(records, flat)
+        if rec.fault_matches(faults.get("fail"), scene_id, flat):
+            raise rec.InjectedFault(f"tile {tile.index} failed: injected fault ({rec.FAULT_FAIL})")
+        return retried
+
+    @staticmethod
+    def _read(group, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+        image = group[IMAGE][(slice(None), *tile.halo.slices)]
+        valid = np.asarray(group[VALID][tile.halo.slices], dtype=bool)
+        return image, valid
+
+    def _predict(self, tiles: list[Tile], inputs: dict[int, tuple[np.ndarray, np.ndarray]],
+                 nodata: int) -> dict[int, TilePrediction | None]:
+        """Run the model on tiles with valid core pixels; ``None`` for the others."""
+        live = [i for i, (_, valid) in inputs.items() if valid[tiles[i].core_in_halo.slices].any()]
+        out: dict[int, TilePrediction | None] = dict.fromkeys(inputs)
+        if live:
+            preds = self.predictor.predict([inputs[i][0] for i in live],
+                                           [inputs[i][1] for i in live], nodata=nodata)
+            out.update(zip(live, preds))
+        return out
+
+    def _finish(self, group, grid: TileGrid, tile: Tile, pred: TilePrediction | None,
+                records: str | None, retried: bool) -> dict:
+        """Write the core chunks, then the completion record; returns the outcome fields."""
+        outcome: dict = {"index": tile.index, "seconds": 0.0, "worker": self.worker_id,
+                         "retried": retried, "skipped": pred is None}
+        if pred is not None:
+            group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
+            if pred.instance is not None:
+                outcome.update(self._write_instances(group, grid, tile, pred.instance))
+        elif self.predictor.has_instances:
+            outcome["id_offset"] = id_offset(grid, tile.index)
+        if records:
+            flat = int(np.ravel_multi_index(tile.index, grid.grid_shape))
+            rec.write_record(records, flat, TileOutcome(**outcome))
+        return outcome
 
     @staticmethod
     def _write_instances(group, grid: TileGrid, tile: Tile, local: np.ndarray) -> dict:
