@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -129,6 +129,7 @@ class ModelSpec(BaseModel):
     stride: int = Field(default=1, ge=1)  # window sizes/origins must be multiples of it
     spacing: list[float] | None = None  # 3-D: expected voxel size (z, y, x) mm, canonical order
     spacing_tolerance: float = Field(default=0.05, ge=0.0)  # relative, per axis
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast; CPU: fp32
     training: dict[str, Any] | None = None  # provenance and held-out figures
 
     @model_validator(mode="after")

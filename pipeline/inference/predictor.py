@@ -25,6 +25,25 @@ class TilePrediction:
     instance: np.ndarray | None  # (*S) int64 local ids, None for semantic-only models
 
 
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """Mixed precision on a GPU: bf16 where supported, else fp16; none on the CPU.
+
+    ``precision`` (bundle): ``auto``, ``fp32`` (never), ``bf16`` or ``fp16``.
+
+    Examples
+    --------
+    >>> autocast_dtype(torch.device("cpu"), "auto") is None
+    True
+    """
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
 class TilePredictor:
     """Run a bundle's network on raw ``(C, *S)`` tiles (``S`` = ``(h, w)`` or ``(d, h, w)``).
 
@@ -52,6 +71,12 @@ class TilePredictor:
         self.channels = spec.channels
         self.thing_ids = np.array([c.id for c in bundle.spec.classes if c.isthing], dtype=np.int64)
         self.has_instances = "instance" in bundle.spec.heads
+        self.autocast_dtype = autocast_dtype(self.device, bundle.spec.precision)
+        # channels-last helps 2-D convolutions on tensor cores; not used on the CPU
+        self.channels_last = self.device.type == "cuda" and self.ndim == 2
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.oom_splits = 0
 
     def normalise(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``(C, *S)`` raw samples -> float32 model input; nodata and NaN become 0."""
@@ -67,12 +92,36 @@ class TilePredictor:
         x[~np.isfinite(x)] = 0.0
         return x
 
-    @torch.inference_mode()
     def outputs(self, batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-        """Model heads for same-shape normalised tiles: ``[(C, *S)] -> [{head: (k, *S)}]``."""
-        x = torch.from_numpy(np.stack(batch)).to(self.device)
+        """Model heads for same-shape normalised tiles: ``[(C, *S)] -> [{head: (k, *S)}]``.
+
+        On out-of-memory the batch is halved and both halves retried (down to one
+        tile), and later calls keep the smaller batch (:attr:`max_batch_voxels`).
+        """
+        try:
+            return self._forward(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            voxels = int(np.prod(batch[0].shape[1:]))
+            self.max_batch_voxels = max(voxels, half * voxels)
+            self.oom_splits += 1
+            return self.outputs(batch[:half]) + self.outputs(batch[half:])
+
+    @torch.inference_mode()
+    def _forward(self, batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        x = torch.from_numpy(np.stack(batch))
+        if self.device.type == "cuda":  # pinned host memory: asynchronous copy to the GPU
+            x = x.pin_memory().to(self.device, non_blocking=True)
         x, size = pad_to_multiple(x, self.stride, spatial_dims=self.ndim)
-        out = self.net(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.autocast_dtype is not None):
+            out = self.net(x)
         heads = out if isinstance(out, dict) else {"semantic": out}
         crop = (Ellipsis, *(slice(0, n) for n in size))
         cropped = {k: v[crop].float().cpu().numpy() for k, v in heads.items()}
