@@ -91,6 +91,7 @@ def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions,
     ``pool``: model actors to use (kept running); by default a pool is started for the
     batch and shut down after it.
     """
+    out_dir = Path(out_dir).resolve()  # actors on other nodes/cwds need an absolute store path
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = labels or {}
     own_pool = pool is None

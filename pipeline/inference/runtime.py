@@ -1,7 +1,8 @@
 """Starting or joining Ray.
 
 Without an address a local runtime starts in-process; with ``address`` (or
-``RAY_ADDRESS``) the run joins that cluster. An already initialised runtime
+``RAY_ADDRESS``) the run joins that cluster (``HEAD:6379``, or ``auto`` for the
+cluster ``ray start`` recorded on this machine). An already initialised runtime
 (tests, notebooks) is reused as it is.
 """
 
@@ -22,6 +23,9 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
         if address:
             kwargs["address"] = address
         else:
+            # "local": a fresh runtime even where `ray start` left a cluster address in
+            # Ray's temp dir (a bare ray.init() would silently join that cluster).
+            kwargs["address"] = "local"
             kwargs["num_cpus"] = num_cpus
             # Local runtime: the pipeline must not need a token file in $HOME.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
