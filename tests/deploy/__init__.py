@@ -1,0 +1,1 @@
+"""Checks of the files under deploy/ (Dockerfile, KubeRay, Ray cluster launcher, Prefect)."""
