@@ -260,6 +260,143 @@ def train(
     err.print(f"wrote {bundle.path}  held-out: {out_text}")
 
 
+# --- segpipe nightly / segpipe config -------------------------------------------------------
+
+# settings key -> the flag that sets it (error messages and `config show` name the flag)
+_NIGHTLY_FLAGS = {"inbox": "--inbox", "out": "--out", "model": "--model",
+                  "schedule.cron": "--cron", "schedule.timezone": "--timezone",
+                  "run.workers": "--workers", "run.gpus_per_worker": "--gpus-per-worker",
+                  "run.ray_address": "--ray-address", "run.tile": "--tile",
+                  "run.scenes_in_flight": "--scenes-in-flight", "log_level": "--log-level"}
+
+
+def _settings(config: Optional[Path], flags: dict, debug: bool):
+    """Effective settings (flags > SEGPIPE_* env > config file > defaults) or exit 2."""
+    from flows.settings import load_settings
+    from segcore.errors import SegpipeError
+
+    try:
+        return load_settings(config, flags, flag_names=_NIGHTLY_FLAGS)
+    except SegpipeError as exc:
+        if debug:
+            traceback.print_exc()
+        raise _fail(str(exc)) from None
+
+
+def _required(settings, name: str) -> str:
+    value = getattr(settings, name)
+    if value is None:
+        raise _fail(f"{_NIGHTLY_FLAGS[name]} is required: pass it, set SEGPIPE_{name.upper()} "
+                    f"or '{name}:' in the config file (--config / SEGPIPE_CONFIG)")
+    return str(value)
+
+
+def _print_pass(result: dict) -> None:
+    for o in result["outcomes"]:
+        if o["status"] == "ok":
+            how = "reused  " if o["reused"] else "computed"
+            err.print(f"[green]ok[/]     {o['scene_id']}  {how}  {o['report']}")
+        else:
+            err.print(f"[bold red]failed[/] {o['scene_id']}: {o['reason']}", soft_wrap=True)
+    err.print(f"{result['scenes']} scenes: {result['computed']} computed, {result['reused']} "
+              f"reused, {result['failed']} failed  ({result['batch']})")
+
+
+@app.command()
+def nightly(
+    inbox: Annotated[Optional[Path], typer.Option(help="Directory scanned for scenes "
+                                                       "[setting inbox].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory "
+                                                                    "[setting out].")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Bundled model name or "
+                                                 "bundle directory [setting model].")] = None,
+    cron: Annotated[Optional[str], typer.Option(
+        help="Cron expression of the schedule (default '0 2 * * *') [schedule.cron].")] = None,
+    timezone: Annotated[Optional[str], typer.Option(
+        help="IANA time zone of the cron (default UTC) [schedule.timezone].")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one pass now and exit.")] = False,
+    labels: Annotated[Optional[str], typer.Option(help="Directory of label files by scene id.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Model actors [run.workers].")] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        help="GPUs per actor [run.gpus_per_worker].")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Join this Ray cluster [run.ray_address].")] = None,
+    tile: Annotated[Optional[int], typer.Option(help="Tile core size [run.tile].")] = None,
+    scenes_in_flight: Annotated[Optional[int], typer.Option(
+        help="Scenes processed at once [run.scenes_in_flight].")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        help="Settings file (YAML/TOML); default $SEGPIPE_CONFIG.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
+) -> None:
+    """Serve the nightly schedule (or run one pass with --once): segment every scene in the
+    inbox not already finished with the same model and settings."""
+    environment.configure(debug)
+    flags = {"inbox": inbox, "out": out, "model": model, "schedule.cron": cron,
+             "schedule.timezone": timezone, "run.workers": workers,
+             "run.gpus_per_worker": gpus_per_worker, "run.ray_address": ray_address,
+             "run.tile": tile, "run.scenes_in_flight": scenes_in_flight}
+    settings = _settings(config, flags, debug).settings
+    inbox_s, out_s, model_s = (_required(settings, k) for k in ("inbox", "out", "model"))
+    options = settings.run.overrides()
+    from flows.nightly import nightly_schedule, prepare, serve_nightly
+    from segcore.errors import SegpipeError
+
+    try:
+        schedule = nightly_schedule(settings.schedule.cron, settings.schedule.timezone)
+        prepare(inbox_s, out_s, model_s, options, labels)
+    except SegpipeError as exc:
+        if debug:
+            traceback.print_exc()
+        raise _fail(str(exc)) from None
+    if not once:
+        import logging
+
+        logging.getLogger("prefect").setLevel(settings.log_level.value)
+        err.print(f"serving {model_s} on {inbox_s} -> {out_s}: cron '{schedule.cron}' "
+                  f"({schedule.timezone}); Ctrl-C stops")
+        serve_nightly(inbox_s, out_s, model_s, options=options, labels=labels,
+                      cron=settings.schedule.cron, timezone=settings.schedule.timezone)
+        return
+    raise typer.Exit(_nightly_once(inbox_s, out_s, model_s, options, labels, debug))
+
+
+def _nightly_once(inbox: str, out: str, model: str, options: dict, labels: Optional[str],
+                  debug: bool) -> int:
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.nightly import nightly_pass
+    from segcore.errors import SegpipeError
+
+    if not debug:
+        environment.silence_library_logs()
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        try:
+            result = nightly_pass(inbox=inbox, out=out, model=model, options=options,
+                                  labels=labels)
+        except SegpipeError as exc:  # e.g. workers the cluster cannot place: nothing ran
+            if debug:
+                traceback.print_exc()
+            raise _fail(str(exc)) from None
+    _print_pass(result)
+    return int(result["exit_code"])
+
+
+config_app = typer.Typer(no_args_is_help=True, help="Inspect segpipe's settings.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Optional[Path], typer.Option(
+        help="Settings file (YAML/TOML); default $SEGPIPE_CONFIG.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Print the effective settings as YAML, each value with where it came from."""
+    from flows.settings import render_yaml
+
+    typer.echo(render_yaml(_settings(config, {}, debug)), nl=False)
+
+
 def main() -> None:
     """Entry point of the ``segpipe`` script."""
     try:

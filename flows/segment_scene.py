@@ -20,6 +20,7 @@ from pipeline.batch import SceneOutcome, write_batch
 from pipeline.bundle import ModelBundle
 from pipeline.config import RunOptions
 from pipeline.inference.pool import WorkerPool
+from pipeline.resume import will_reuse
 from pipeline.scene_run import (
     Workspace, run_scene, stage_export, stage_infer, stage_ingest, stage_metrics, stage_panoptic,
     stage_report, stage_stitch,
@@ -100,9 +101,11 @@ def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions,
 
     def one(scene: Scene) -> SceneOutcome:
         ws = Workspace(scene, out_dir, labels.get(scene.scene_id))
+        reused = will_reuse(scene.path, ws.final, bundle, options)
         state = segment_scene(ws, bundle, options, pool, return_state=True)
         if state.is_completed():
-            return SceneOutcome.from_report(state.result(), ws.final / "report.json")
+            return SceneOutcome.from_report(state.result(), ws.final / "report.json",
+                                            reused=reused)
         exc = state.result(raise_on_failure=False)
         exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
         errors[scene.scene_id] = exc

@@ -29,9 +29,12 @@ class SceneOutcome:
     # per-class headline figures, e.g. {"volume_ml.organ": 812.5, "dice.organ": 0.93,
     # "hd95_mm.lesion": 2.1}; batch.csv gets one column per key
     figures: dict = field(default_factory=dict)
+    # True when a finished result with the same run fingerprint was reused (resume);
+    # last, so batch.csv keeps its column order (it is the last fixed column)
+    reused: bool = False
 
     @classmethod
-    def from_report(cls, report: dict, report_path: Path) -> SceneOutcome:
+    def from_report(cls, report: dict, report_path: Path, *, reused: bool = False) -> SceneOutcome:
         metrics = report.get("metrics") or {}
         sem = metrics.get("semantic") or {}
         return cls(
@@ -39,7 +42,7 @@ class SceneOutcome:
             seconds=report["timings_s"]["total"], tiles=report["tiles"]["total"],
             miou=sem.get("miou"), dice=sem.get("dice"),
             pq=(metrics.get("panoptic") or {}).get("pq"), report=str(report_path),
-            kind=report.get("kind", ""), figures=headline_figures(report),
+            kind=report.get("kind", ""), figures=headline_figures(report), reused=reused,
         )
 
 

@@ -67,6 +67,19 @@ def finished_report(final_dir: Path, fingerprint: str) -> dict | None:
     return report if isinstance(report, dict) and report.get("fingerprint") == fingerprint else None
 
 
+def will_reuse(scene_path: Path, final_dir: Path, bundle: ModelBundle,
+               options: RunOptions) -> bool:
+    """Whether a run would reuse the finished result in ``final_dir`` (resume on, same
+    fingerprint) instead of computing the scene."""
+    if not options.resume:
+        return False
+    try:
+        fingerprint = run_fingerprint(scene_path, bundle, options)
+    except OSError:
+        return False
+    return finished_report(final_dir, fingerprint) is not None
+
+
 def partial_matches(partial: Path, fingerprint: str) -> bool:
     """Whether a killed run's partial directory finished ingest with this fingerprint."""
     try:

@@ -1,0 +1,163 @@
+"""A hospital archive (a directory tree of NIfTI volumes) as one Prefect flow.
+
+``archive_batch`` runs every volume as a Prefect task (``segment-volume``) over one
+pool of model actors, with
+
+* a limit on volumes in flight (``options["scenes_in_flight"]``, default 2), and the
+  tag ``segpipe-archive`` on every task, so an operator can add a server-side limit
+  (``prefect concurrency-limit create segpipe-archive 2``) across flow runs;
+* retries on transient errors only (:func:`should_retry`): a volume that failed
+  because it is unusable (``InputError``), the model is (``ModelError``) or the
+  settings are (``ConfigError``) fails once and is reported; anything else (an
+  ``OSError`` on a network share, a lost Ray worker) is retried up to ``retries``
+  times. Finished volumes are reused on a rerun (run fingerprint), like ``segpipe run``.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import publish_batch
+from flows.nightly import pass_counts
+from flows.segment_scene import _as_task, failure_reason, in_flight, start_pool
+from pipeline.batch import SceneOutcome, write_batch
+from pipeline.bundle import load_bundle
+from pipeline.config import load_run_options
+from pipeline.resume import will_reuse
+from pipeline.scene_run import Workspace, run_scene
+from pipeline.scenes import Scene, discover, match_labels
+from segcore.errors import ConfigError, InputError, ModelError
+
+DEFAULT_RETRIES = 2
+ARCHIVE_TAG = "segpipe-archive"
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InputError, ModelError, ConfigError)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a Ray task raised, unwrapped from ``RayTaskError`` (``.cause``)."""
+    seen = 0
+    while isinstance(getattr(exc, "cause", None), BaseException) and seen < 8:
+        exc, seen = exc.cause, seen + 1  # type: ignore[assignment]
+    return exc
+
+
+def should_retry(exc: BaseException | None) -> bool:
+    """Retry a failed volume? Not for bad input/model/settings; yes for anything else.
+
+    Examples
+    --------
+    >>> should_retry(OSError("stale NFS handle")), should_retry(InputError("a.nii", "empty"))
+    (True, False)
+    """
+    if exc is None or not isinstance(exc, Exception):
+        return False  # no error to judge, or an interrupt: never retried
+    return not isinstance(root_cause(exc), PERMANENT_ERRORS)
+
+
+class AttemptLog:
+    """Counts attempts per volume from the retry decisions (thread-safe).
+
+    Prefect asks the retry condition after every failure that still has retries left;
+    each "yes" starts one more attempt, so attempts = 1 + retries granted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.granted: dict[str, int] = {}
+
+    def decide(self, scene_id: str, task_, task_run, state) -> bool:  # noqa: ARG002
+        exc = state.result(raise_on_failure=False)
+        retry = should_retry(exc if isinstance(exc, BaseException) else None)
+        if retry:
+            with self._lock:
+                self.granted[scene_id] = self.granted.get(scene_id, 0) + 1
+        return retry
+
+    def attempts(self, scene_id: str) -> int:
+        return 1 + self.granted.get(scene_id, 0)
+
+
+@task(name="segment-volume", cache_policy=NO_CACHE, persist_result=False, tags=[ARCHIVE_TAG])
+def segment_volume(workspace: Workspace, bundle, options, pool) -> dict:
+    """One volume end to end (stages as nested tasks); returns its report."""
+    return run_scene(workspace, bundle, options, pool, call=_as_task)
+
+
+@flow(name="archive_batch", validate_parameters=False, persist_result=False)
+def archive_batch(root: str, out: str, model: str, labels: str | None = None,
+                  options: dict[str, Any] | None = None, retries: int = DEFAULT_RETRIES,
+                  retry_delay_s: float = 0.0, pool: Any = None) -> dict[str, Any]:
+    """Segment every volume under ``root``; retry transient failures only.
+
+    Parameters
+    ----------
+    root : str
+        Archive directory, scanned recursively (scene ids from relative paths).
+    out, model, labels
+        As for ``segpipe run``.
+    options : dict, optional
+        :class:`~pipeline.config.RunOptions` fields; ``scenes_in_flight`` limits the
+        volumes processed at once.
+    retries : int
+        Extra attempts for a volume that failed with a transient error (default 2).
+    retry_delay_s : float
+        Seconds between attempts.
+    pool : WorkerPool, optional
+        Model actors to reuse; by default one pool is started for the archive.
+
+    Returns
+    -------
+    dict
+        Counts (``scenes``, ``computed``, ``reused``, ``failed``), ``exit_code``
+        (0/1), ``attempts`` per scene id, ``batch`` path and ``outcomes``.
+    """
+    if retries < 0:
+        raise ConfigError(f"retries: expected an integer >= 0, received {retries!r}")
+    run_options = load_run_options(None, options or {})
+    scenes = discover([root])
+    label_map = match_labels(scenes, labels)
+    bundle = load_bundle(model)
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = AttemptLog()
+    own_pool = pool is None
+    pool = start_pool(bundle, run_options) if own_pool else pool
+
+    def one(scene: Scene) -> SceneOutcome:
+        ws = Workspace(scene, out_dir, label_map.get(scene.scene_id))
+        reused = will_reuse(scene.path, ws.final, bundle, run_options)
+        volume_task = segment_volume.with_options(
+            task_run_name=f"segment-volume-{scene.scene_id}", retries=retries,
+            retry_delay_seconds=retry_delay_s,
+            retry_condition_fn=partial(log.decide, scene.scene_id))
+        state = volume_task(ws, bundle, run_options, pool, return_state=True)
+        if state.is_completed():
+            return SceneOutcome.from_report(state.result(), ws.final / "report.json",
+                                            reused=reused)
+        exc = state.result(raise_on_failure=False)
+        exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
+        return SceneOutcome(scene.scene_id, str(scene.path), "failed",
+                            reason=failure_reason(exc), kind=scene.kind.value)
+
+    try:
+        outcomes = in_flight(one, scenes, run_options.scenes_in_flight)
+    finally:
+        if own_pool:
+            pool.shutdown()
+    write_batch(out_dir, outcomes, model=bundle.name)
+    counts = pass_counts(outcomes)
+    keys = publish_batch("segpipe-archive", f"segpipe archive {root} ({bundle.name})",
+                         outcomes, counts, out_dir)
+    return {
+        **counts, "exit_code": 1 if counts["failed"] else 0, "model": bundle.name,
+        "batch": str(out_dir / "batch.json"), "artifacts": keys,
+        "attempts": {s.scene_id: log.attempts(s.scene_id) for s in scenes},
+        "outcomes": [{"scene_id": o.scene_id, "status": o.status, "reused": o.reused,
+                      "reason": o.reason, "report": o.report} for o in outcomes],
+    }
