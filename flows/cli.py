@@ -231,14 +231,19 @@ def train(
     config: Annotated[Path, typer.Option(help="Training YAML (see configs/).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
     steps: Annotated[Optional[int], typer.Option(help="Override the number of steps.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the checkpoint an interrupted run left beside --out.")] = False,
+    export: Annotated[Optional[str], typer.Option(
+        help="Bundle format: state_dict (default), torchscript or export.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Train a built-in architecture and write a model bundle."""
+    """Train a built-in architecture and write a model bundle (checkpoints every
+    ``checkpoint_every`` steps; ``--resume`` continues an interrupted run)."""
     from pipeline.train import load_train_config, train_bundle
     from segcore.errors import SegpipeError
 
     try:
-        cfg = load_train_config(config, {"steps": steps})
+        cfg = load_train_config(config, {"steps": steps, "export": export})
     except SegpipeError as exc:
         raise _fail(str(exc)) from None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -250,7 +255,7 @@ def train(
             progress.update(bar, completed=step, loss=f"loss {loss:.4f}")
 
         try:
-            bundle = train_bundle(cfg, out, on_step=on_step)
+            bundle = train_bundle(cfg, out, on_step=on_step, resume=resume)
         except SegpipeError as exc:
             if debug:
                 traceback.print_exc()

@@ -131,6 +131,9 @@ class ModelSpec(BaseModel):
     spacing_tolerance: float = Field(default=0.05, ge=0.0)  # relative, per axis
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast; CPU: fp32
     training: dict[str, Any] | None = None  # provenance and held-out figures
+    # open-vocabulary models (architecture 'openvocab2d'): the text prompts, one per class in
+    # id order; `segpipe run --prompts` replaces them (and the class table) per run
+    prompts: list[str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -141,6 +144,9 @@ class ModelSpec(BaseModel):
             raise ValueError(f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
         if not self.classes:
             raise ValueError("classes must not be empty")
+        if self.prompts is not None and self.prompts != self.class_names:
+            raise ValueError(f"prompts must equal the class names in id order "
+                             f"({self.class_names}), got {self.prompts}")
         if self.spacing is not None and (len(self.spacing) != self.ndim or min(self.spacing) <= 0):
             raise ValueError(f"spacing must list {self.ndim} positive voxel sizes (mm), "
                              f"got {self.spacing}")
@@ -245,6 +251,9 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
             net = torch.jit.load(str(bundle.weights_path), map_location="cpu")
         elif spec.format is ModelFormat.EXPORT:
             net = torch.export.load(str(bundle.weights_path)).module()
+        elif spec.prompts is not None:
+            net = _build_openvocab(spec)
+            net.load_state_dict(_read_state_dict(bundle.weights_path))
         else:
             from segcore.models.factory import build_model
 
@@ -256,9 +265,22 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
         raise ModelError(
             f"model '{spec.name}': cannot load {bundle.weights_path.name}: {exc}"
         ) from exc
-    if hasattr(net, "eval"):
-        net.eval()
+    if hasattr(net, "eval") and spec.format is not ModelFormat.EXPORT:
+        net.eval()  # an exported program is already traced in eval mode (and refuses .eval())
     return net
+
+
+OPENVOCAB_ARCHITECTURE = "openvocab2d"
+
+
+def _build_openvocab(spec: ModelSpec) -> torch.nn.Module:
+    """An open-vocabulary network prompted with the bundle's prompts (weights not loaded)."""
+    from segcore.openvocab import OpenVocabSegmenter
+
+    if spec.architecture != OPENVOCAB_ARCHITECTURE:
+        raise ModelError(f"model '{spec.name}': a bundle with prompts needs architecture "
+                         f"'{OPENVOCAB_ARCHITECTURE}', got '{spec.architecture}'")
+    return OpenVocabSegmenter(**spec.params, prompts=list(spec.prompts or []))
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -280,6 +302,12 @@ def save_bundle(
     tmp = weights.with_suffix(weights.suffix + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
     tmp.replace(weights)
+    return write_spec(directory, spec)
+
+
+def write_spec(directory: Path, spec: ModelSpec) -> ModelBundle:
+    """Write ``model.yaml`` for weights already in ``directory`` (e.g. an exported program)."""
+    directory.mkdir(parents=True, exist_ok=True)
     data = json.loads(spec.model_dump_json())
     (directory / MODEL_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
     return ModelBundle(path=directory, spec=spec)

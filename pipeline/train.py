@@ -45,7 +45,12 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.bundle import ClassSpec, InputSpec, ModelBundle, ModelSpec, save_bundle
+from pipeline.bundle import (
+    ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
+)
+from pipeline.train_state import (
+    checkpoint_path, config_digest, export_network, load_checkpoint, save_checkpoint,
+)
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.padding import pad_to_multiple
 from segcore.geometry.window import Window
@@ -162,6 +167,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     threads: int = Field(default=2, ge=1)
     tile: int = Field(default=512, ge=16)
+    checkpoint_every: int = Field(default=100, ge=0)  # steps; 0 = no checkpoints
+    export: Literal["state_dict", "torchscript", "export"] = "state_dict"
 
 
 def load_train_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -467,8 +474,15 @@ def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[
     return result
 
 
-def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = None) -> ModelBundle:
-    """Train per ``cfg``; write and return the bundle at ``out``."""
+def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = None,
+                 resume: bool = False, stop_after: int | None = None) -> ModelBundle | None:
+    """Train per ``cfg``; write and return the bundle at ``out``.
+
+    Every ``cfg.checkpoint_every`` steps the state goes to
+    :func:`pipeline.train_state.checkpoint_path` (``out``); ``resume`` continues from it.
+    ``stop_after`` ends after that many steps with a checkpoint and no bundle (returns
+    None): the same as an interrupted run, for tests.
+    """
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -492,10 +506,15 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
                                                 pct_start=0.1)
+    ckpt, digest = checkpoint_path(out), config_digest(cfg.model_dump(mode="json"))
+    first, loss_value = 1, float("nan")
+    if resume and ckpt.is_file():
+        done, loss_value = load_checkpoint(ckpt, digest=digest, net=net, opt=opt, sched=sched,
+                                           rng=rng)
+        first = done + 1
     start = time.perf_counter()
     net.train()
-    loss_value = float("nan")
-    for step in range(1, cfg.steps + 1):
+    for step in range(first, cfg.steps + 1):
         if with_instances:
             xb, yb, zb = train_set.instance_crops(rng, cfg.batch_size, cfg.crop)
             x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
@@ -514,6 +533,12 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
         loss_value = float(loss.detach())
         if on_step is not None:
             on_step(step, loss_value)
+        final = stop_after is not None and step >= stop_after
+        if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or final:
+            save_checkpoint(ckpt, step=step, digest=digest, net=net, opt=opt, sched=sched,
+                            rng=rng, loss=loss_value)
+        if final:
+            return None
     train_seconds = time.perf_counter() - start
     heldout = evaluate(net, load_scenes(cfg.data, heldout=True, instances=with_instances),
                        mean, std, scale, names, classes=classes, grouping=cfg.grouping)
@@ -546,4 +571,14 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
                                    "center_sigma": cfg.center_sigma}} if with_instances else {})},
     )
     net.eval()
-    return save_bundle(out, spec, net.state_dict())
+    if cfg.export != "state_dict":
+        weights = export_network(net, out, fmt=cfg.export, in_channels=channels, ndim=ndim,
+                                 stride=stride)
+        # structure unknown to the pipeline: the receptive field as measured
+        spec = spec.model_copy(update={"format": ModelFormat(cfg.export), "weights": weights,
+                                       "receptive_field": measure(net, channels, ndim=ndim)})
+        bundle = write_spec(out, spec)
+    else:
+        bundle = save_bundle(out, spec, net.state_dict())
+    ckpt.unlink(missing_ok=True)
+    return bundle

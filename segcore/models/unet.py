@@ -147,7 +147,8 @@ class _UNetNd(nn.Module):
         With ``instance_head=True`` a dict ``{"semantic", "center", "offset"}``
         (in that order) instead, see the class docstring.
         """
-        if not torch.jit.is_scripting():
+        # the check reads sizes as ints: skipped while TorchScript or torch.export trace
+        if not torch.jit.is_scripting() and not torch.compiler.is_compiling():
             self._check_input(x)
         skips = []
         for block in self.encoder:
