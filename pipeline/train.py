@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.bundle import (
     ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
 )
+from pipeline.train_data import NiftiData, ZarrData, nifti_arrays, zarr_arrays
 from pipeline.train_state import (
     checkpoint_path, config_digest, export_network, load_checkpoint, save_checkpoint,
 )
@@ -151,7 +152,8 @@ class TrainConfig(BaseModel):
     name: str
     architecture: str = "unet2d"
     params: dict[str, Any] = Field(default_factory=dict)
-    data: SyntheticData | GeoTiffData | PhantomData = Field(discriminator="kind")
+    data: SyntheticData | GeoTiffData | PhantomData | NiftiData | ZarrData = Field(
+        discriminator="kind")
     steps: int = Field(default=1500, ge=1)
     batch_size: int = Field(default=8, ge=1)
     crop: int = Field(default=128, ge=16)
@@ -195,6 +197,7 @@ class Scenes:
                  instances: list[np.ndarray] | None = None) -> None:
         self.images, self.labels, self.ignore = images, labels, ignore
         self.instances = instances
+        self.spacing: tuple = ()  # voxel size (mm) of user volumes, recorded in the bundle
 
     def crops(self, rng: np.random.Generator, n: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` random augmented crops: images ``(n, C, crop, crop)``, labels ``(n, crop, crop)``."""
@@ -349,8 +352,23 @@ def geotiff_scenes(data: GeoTiffData, *, heldout: bool, instances: bool = False)
     return Scenes(images, labels, ignore=255, instances=inst if instances else None)
 
 
-def load_scenes(data: SyntheticData | GeoTiffData | PhantomData, *, heldout: bool,
-                instances: bool = False) -> Scenes:
+def user_volumes(data: NiftiData | ZarrData, *, heldout: bool, instances: bool) -> Scenes:
+    """NIfTI pairs or Zarr stores as :class:`Volumes` (3-D) or :class:`Scenes` (2-D)."""
+    spacing: tuple = ()
+    if isinstance(data, NiftiData):
+        images, labels, inst, spacing = nifti_arrays(data, heldout=heldout, instances=instances)
+    else:
+        images, labels, inst = zarr_arrays(data, heldout=heldout, instances=instances)
+    kind = Volumes if labels and labels[0].ndim == 3 else Scenes
+    scenes = kind(images, labels, ignore=255, instances=inst if instances else None)
+    scenes.spacing = spacing
+    return scenes
+
+
+def load_scenes(data: SyntheticData | GeoTiffData | PhantomData | NiftiData | ZarrData, *,
+                heldout: bool, instances: bool = False) -> Scenes:
+    if isinstance(data, (NiftiData, ZarrData)):
+        return user_volumes(data, heldout=heldout, instances=instances)
     if isinstance(data, PhantomData):
         return phantom_volumes(data, heldout=heldout, instances=instances)
     if isinstance(data, SyntheticData):
@@ -358,8 +376,9 @@ def load_scenes(data: SyntheticData | GeoTiffData | PhantomData, *, heldout: boo
     return geotiff_scenes(data, heldout=heldout, instances=instances)
 
 
-def class_table(data: SyntheticData | GeoTiffData | PhantomData) -> list[ClassSpec]:
-    if isinstance(data, GeoTiffData):
+def class_table(data: SyntheticData | GeoTiffData | PhantomData | NiftiData | ZarrData
+                ) -> list[ClassSpec]:
+    if isinstance(data, (GeoTiffData, NiftiData, ZarrData)):
         return list(data.classes)
     table = PHANTOM_CLASSES if isinstance(data, PhantomData) else SATELLITE_CLASSES
     return [ClassSpec(id=c.id, name=c.name, isthing=c.isthing, color=c.color) for c in table]
@@ -474,6 +493,15 @@ def evaluate(net: torch.nn.Module, scenes: Scenes, mean: list[float], std: list[
     return result
 
 
+def _schedule(opt: torch.optim.Optimizer, lr: float, steps: int):
+    """One-cycle learning rate, warm-up 10 % of the steps (at least 2.5: OneCycleLR divides
+    by the warm-up length); a constant rate for runs under 10 steps (smoke tests)."""
+    if steps < 10:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                               pct_start=max(0.1, 2.5 / steps))
+
+
 def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = None,
                  resume: bool = False, stop_after: int | None = None) -> ModelBundle | None:
     """Train per ``cfg``; write and return the bundle at ``out``.
@@ -493,19 +521,19 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     channels = train_set.images[0].shape[0]
     params = {"in_channels": channels, "num_classes": len(classes), **cfg.params}
     net = build_model(cfg.architecture, **params)
-    mean, std, scale = normalisation(train_set, raw=isinstance(cfg.data, PhantomData))
+    physical = isinstance(cfg.data, (PhantomData, NiftiData))  # intensities in physical units
+    mean, std, scale = normalisation(train_set, raw=physical)
     ndim = int(getattr(net, "ndim", 2))
-    if isinstance(cfg.data, PhantomData):
-        if ndim != 3:
-            raise ConfigError(f"data.kind synthetic-phantom: expected a 3-D architecture "
-                              f"(unet3d), received '{cfg.architecture}' with ndim {ndim}")
+    data_ndim = train_set.labels[0].ndim
+    if ndim != data_ndim:
+        raise ConfigError(f"data.kind {cfg.data.kind}: expected a {data_ndim}-D architecture "
+                          f"(unet{data_ndim}d), received '{cfg.architecture}' with ndim {ndim}")
     m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
     s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
     loss_fn = SegmentationLoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
     inst_loss = InstanceLoss(center_weight=cfg.center_weight, offset_weight=cfg.offset_weight)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
-                                                pct_start=0.1)
+    sched = _schedule(opt, cfg.lr, cfg.steps)
     ckpt, digest = checkpoint_path(out), config_digest(cfg.model_dump(mode="json"))
     first, loss_value = 1, float("nan")
     if resume and ckpt.is_file():
@@ -546,10 +574,14 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     rf = int(getattr(net, "receptive_field", 0)) or measure(net, channels, ndim=ndim)
     extra: dict[str, Any] = {}
     input_extra: dict[str, Any] = {}
-    if isinstance(cfg.data, PhantomData):
-        extra.update(ndim=3, spacing=[float(v) for v in cfg.data.spacing])
+    if ndim == 3:
+        extra["ndim"] = 3
+    if physical:
+        spacing = cfg.data.spacing if isinstance(cfg.data, PhantomData) else train_set.spacing
+        extra["spacing"] = [float(v) for v in spacing]
         dtypes = InputSpec.model_fields["value_scale"].get_default(call_default_factory=True)
         input_extra["value_scale"] = {dtype: 1.0 for dtype in dtypes}
+    if isinstance(cfg.data, PhantomData):
         heldout["organ_dice"] = heldout["per_class"]["organ"]["dice"]
         if "per_class_pq" in heldout:
             heldout["lesion_pq"] = heldout["per_class_pq"]["lesion"]
