@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.bundle import ModelBundle
+from pipeline.bundle import ModelBundle, ModelFormat, load_bundle
 from pipeline.config import RunOptions
 from pipeline.export import export_cogs
 from pipeline.inference.pool import WorkerPool
@@ -45,7 +46,7 @@ from pipeline.spacing import decide_spacing
 from pipeline.summary import summarise_semantic, summarise_volume
 from segcore.errors import InputError
 from segcore.geometry.grid import TileGrid
-from segcore.receptive_field import halo_for
+from segcore.receptive_field import halo_for, measure
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,28 @@ def stage_ingest(state: SceneState) -> None:
         mark_ingested(ws.partial, state.fingerprint)
 
 
+@lru_cache(maxsize=16)
+def _measured_receptive_field(path: str, mtime_ns: int) -> int:
+    bundle = load_bundle(path)
+    net = bundle.build()
+    declared = int(getattr(net, "receptive_field", 0) or 0)
+    if declared or bundle.spec.format is ModelFormat.STATE_DICT:
+        return declared
+    try:  # TorchScript / torch.export: structure unknown, probe it
+        return int(measure(net, bundle.spec.input.channels, ndim=bundle.spec.ndim) or 0)
+    except Exception:  # noqa: BLE001 - a model that cannot be probed gets the default halo
+        return 0
+
+
+def receptive_field_of(bundle: ModelBundle) -> int:
+    """The bundle's receptive field: declared in ``model.yaml``, else the architecture's
+    analytic value, else measured by a gradient probe (0 = unknown or global)."""
+    if bundle.spec.receptive_field is not None:
+        return bundle.spec.receptive_field
+    weights = bundle.weights_path
+    return _measured_receptive_field(str(bundle.path), weights.stat().st_mtime_ns)
+
+
 def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions) -> TilePlan:
     """Tile and halo sizes: options, else the bundle, rounded up to the model stride.
 
@@ -216,9 +239,9 @@ def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions)
         halo = options.overlap
     elif spec.overlap is not None:
         halo = spec.overlap
-    elif spec.receptive_field is not None:
-        halo = halo_for(spec.receptive_field, stride)
-    else:
+    elif (rf := receptive_field_of(bundle)) > 0:
+        halo = halo_for(rf, stride)
+    else:  # global models (attention): no finite receptive field
         halo = tile // 4
     halo = _round_up(halo, stride)
     grid = TileGrid.create(shape, tile, halo, align=stride)

@@ -571,7 +571,8 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     heldout = evaluate(net, load_scenes(cfg.data, heldout=True, instances=with_instances),
                        mean, std, scale, names, classes=classes, grouping=cfg.grouping)
     stride = int(getattr(net, "stride", 1))
-    rf = int(getattr(net, "receptive_field", 0)) or measure(net, channels, ndim=ndim)
+    declared = getattr(net, "receptive_field", None)  # 0: global (attention) models
+    rf = measure(net, channels, ndim=ndim) if declared is None else int(declared)
     extra: dict[str, Any] = {}
     input_extra: dict[str, Any] = {}
     if ndim == 3:
@@ -594,7 +595,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
         name=cfg.name, architecture=cfg.architecture, params=params, weights="model.safetensors",
         input=InputSpec(**input_extra, channels=channels, mean=mean, std=std,
                         bands=getattr(cfg.data, "bands", None) if isinstance(cfg.data, GeoTiffData) else None),
-        classes=classes, tile=cfg.tile, receptive_field=rf, stride=stride,
+        classes=classes, tile=cfg.tile, receptive_field=rf or None, stride=stride,
         training={"config": cfg.model_dump(mode="json"), "final_loss": loss_value,
                   "train_seconds": round(train_seconds, 1), "heldout": heldout,
                   "torch": torch.__version__,
@@ -608,7 +609,8 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
                                  stride=stride)
         # structure unknown to the pipeline: the receptive field as measured
         spec = spec.model_copy(update={"format": ModelFormat(cfg.export), "weights": weights,
-                                       "receptive_field": measure(net, channels, ndim=ndim)})
+                                       "receptive_field": measure(net, channels, ndim=ndim)
+                                       if rf else None})
         bundle = write_spec(out, spec)
     else:
         bundle = save_bundle(out, spec, net.state_dict())

@@ -25,6 +25,9 @@ class TilePrediction:
     instance: np.ndarray | None  # (*S) int64 local ids, None for semantic-only models
 
 
+_DENSE_HEADS = ("semantic", "center", "offset")
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """Mixed precision on a GPU: bf16 where supported, else fp16; none on the CPU.
 
@@ -123,6 +126,7 @@ class TilePredictor:
                             enabled=self.autocast_dtype is not None):
             out = self.net(x)
         heads = out if isinstance(out, dict) else {"semantic": out}
+        heads = {k: v for k, v in heads.items() if k in _DENSE_HEADS}  # e.g. not query logits
         crop = (Ellipsis, *(slice(0, n) for n in size))
         cropped = {k: v[crop].float().cpu().numpy() for k, v in heads.items()}
         return [{k: v[i] for k, v in cropped.items()} for i in range(len(batch))]

@@ -10,11 +10,20 @@ from torch import nn
 
 from segcore.errors import ConfigError, ModelError
 from segcore.hints import did_you_mean
+from segcore.models.deeplab import DeepLabASPP
+from segcore.models.set_prediction import QueryMaskModel
 from segcore.models.unet import UNet2d, UNet3d
+from segcore.models.vit import ViTSegmenter
 
 __all__ = ["ARCHITECTURES", "build_model"]
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet2d": UNet2d, "unet3d": UNet3d}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "unet2d": UNet2d,
+    "unet3d": UNet3d,
+    "deeplab": DeepLabASPP,
+    "vit": ViTSegmenter,
+    "queries": QueryMaskModel,
+}
 """Built-in architectures by name (the names model bundles and configs use)."""
 
 
@@ -52,7 +61,10 @@ def build_model(architecture: str, **params: Any) -> nn.Module:
     Parameters
     ----------
     architecture : str
-        A key of :data:`ARCHITECTURES`, e.g. ``"unet2d"`` or ``"unet3d"``.
+        A key of :data:`ARCHITECTURES`: ``"unet2d"``, ``"unet3d"``,
+        ``"deeplab"`` (:class:`~segcore.models.deeplab.DeepLabASPP`), ``"vit"``
+        (:class:`~segcore.models.vit.ViTSegmenter`) or ``"queries"``
+        (:class:`~segcore.models.set_prediction.QueryMaskModel`).
     **params
         Keyword arguments of the constructor.
 
@@ -75,7 +87,7 @@ def build_model(architecture: str, **params: Any) -> nn.Module:
     >>> build_model("unet2", in_channels=3, num_classes=2)
     Traceback (most recent call last):
     ...
-    segcore.errors.ModelError: architecture: expected one of ['unet2d', 'unet3d'], received 'unet2' (did you mean 'unet2d'?)
+    segcore.errors.ModelError: architecture: expected one of ['deeplab', 'queries', 'unet2d', 'unet3d', 'vit'], received 'unet2' (did you mean 'unet2d'?)
     """
     ctor = ARCHITECTURES.get(architecture) if isinstance(architecture, str) else None
     if ctor is None:

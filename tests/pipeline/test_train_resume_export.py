@@ -94,3 +94,20 @@ def test_exported_bundle_runs_in_the_pipeline_like_the_state_dict(fmt, exported,
             results[name] = src.read(1)
     agree = float(np.mean(results["state_dict"] == results[fmt]))
     assert agree >= 0.9999, agree
+
+
+def test_torchscript_bundle_without_a_declared_receptive_field_gets_the_measured_halo(
+        exported, tmp_path):
+    import shutil
+
+    from pipeline.bundle import write_spec
+    from pipeline.scene_run import plan_tiles, receptive_field_of
+
+    src = exported["torchscript"]
+    copy = tmp_path / "ts-no-rf"
+    shutil.copytree(src.path, copy)
+    bundle = write_spec(copy, src.spec.model_copy(update={"receptive_field": None}))
+    assert receptive_field_of(bundle) == exported["state_dict"].spec.receptive_field
+    plan = plan_tiles((512, 512), bundle, RunOptions(tile=128))
+    reference = plan_tiles((512, 512), exported["state_dict"], RunOptions(tile=128))
+    assert plan.halo == reference.halo > 0
