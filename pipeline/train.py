@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +50,7 @@ from pipeline.bundle import (
     ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
 )
 from pipeline.train_data import NiftiData, ZarrData, nifti_arrays, zarr_arrays
+from pipeline.train_losses import ExtraLosses
 from pipeline.train_state import (
     checkpoint_path, config_digest, export_network, load_checkpoint, save_checkpoint,
 )
@@ -161,6 +163,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
     dice_weight: float = Field(default=1.0, ge=0)
+    # optional terms (pipeline.train_losses): focal, boundary-weighted CE, auxiliary edge head
+    focal_weight: float = Field(default=0.0, ge=0)
+    focal_gamma: float = Field(default=2.0, ge=0)
+    boundary_weight: float = Field(default=0.0, ge=0)
+    edge_map_weight: float = Field(default=5.0, ge=0)
+    edge_weight: float = Field(default=0.0, ge=0)
     # instance head (only used with params.instance_head: true)
     center_sigma: float = Field(default=4.0, gt=0)  # Gaussian of the centre targets, pixels
     center_weight: float = Field(default=200.0, ge=0)  # Panoptic-DeepLab
@@ -532,12 +540,16 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
     loss_fn = SegmentationLoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
     inst_loss = InstanceLoss(center_weight=cfg.center_weight, offset_weight=cfg.offset_weight)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    extra_loss = ExtraLosses(num_classes=len(classes), ndim=ndim, focal_weight=cfg.focal_weight,
+                             focal_gamma=cfg.focal_gamma, boundary_weight=cfg.boundary_weight,
+                             edge_map_weight=cfg.edge_map_weight, edge_weight=cfg.edge_weight)
+    trainables = nn.ModuleList([net, *([extra_loss.head] if extra_loss.head else [])])
+    opt = torch.optim.AdamW(trainables.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg.lr, cfg.steps)
     ckpt, digest = checkpoint_path(out), config_digest(cfg.model_dump(mode="json"))
     first, loss_value = 1, float("nan")
     if resume and ckpt.is_file():
-        done, loss_value = load_checkpoint(ckpt, digest=digest, net=net, opt=opt, sched=sched,
+        done, loss_value = load_checkpoint(ckpt, digest=digest, net=trainables, opt=opt, sched=sched,
                                            rng=rng)
         first = done + 1
     start = time.perf_counter()
@@ -548,12 +560,18 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
             x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
             heat, off, w = crop_targets(zb, cfg.center_sigma)
             pred = net(x)
-            loss = loss_fn(pred["semantic"], torch.from_numpy(yb)) + inst_loss(
+            target = torch.from_numpy(yb)
+            loss = loss_fn(pred["semantic"], target) + inst_loss(
                 pred["center"], pred["offset"], heat, off, w)
+            if extra_loss.active:
+                loss = loss + extra_loss(pred["semantic"], target)
         else:
             xb, yb = train_set.crops(rng, cfg.batch_size, cfg.crop)
             x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
-            loss = loss_fn(net(x), torch.from_numpy(yb))
+            target, logits = torch.from_numpy(yb), net(x)
+            loss = loss_fn(logits, target)
+            if extra_loss.active:
+                loss = loss + extra_loss(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -563,7 +581,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
             on_step(step, loss_value)
         final = stop_after is not None and step >= stop_after
         if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or final:
-            save_checkpoint(ckpt, step=step, digest=digest, net=net, opt=opt, sched=sched,
+            save_checkpoint(ckpt, step=step, digest=digest, net=trainables, opt=opt, sched=sched,
                             rng=rng, loss=loss_value)
         if final:
             return None

@@ -12,3 +12,22 @@ __all__ = [
     "soft_iou_grad",
     "InstanceLoss",
 ]
+from segcore.losses.boundary import boundary_weighted_ce, edge_loss, edge_map  # noqa: E402
+from segcore.losses.focal import focal_loss  # noqa: E402
+from segcore.losses.mil import (  # noqa: E402
+    log_sum_surrogate,
+    noisy_or_log_likelihood,
+    point_mil_loss,
+    smoothness_loss,
+)
+
+__all__ += [
+    "boundary_weighted_ce",
+    "edge_loss",
+    "edge_map",
+    "focal_loss",
+    "log_sum_surrogate",
+    "noisy_or_log_likelihood",
+    "point_mil_loss",
+    "smoothness_loss",
+]

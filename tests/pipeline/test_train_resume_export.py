@@ -111,3 +111,17 @@ def test_torchscript_bundle_without_a_declared_receptive_field_gets_the_measured
     plan = plan_tiles((512, 512), bundle, RunOptions(tile=128))
     reference = plan_tiles((512, 512), exported["state_dict"], RunOptions(tile=128))
     assert plan.halo == reference.halo > 0
+
+
+def test_focal_boundary_and_edge_head_terms_train(tmp_path):
+    losses = []
+    cfg = TrainConfig.model_validate({**BASE, "steps": 12, "focal_weight": 1.0,
+                                      "boundary_weight": 1.0, "edge_weight": 0.5,
+                                      "checkpoint_every": 0})
+    bundle = train_bundle(cfg, tmp_path / "extra", on_step=lambda s, v: losses.append(v))
+    assert all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+    # the auxiliary edge head shapes training only: the bundle holds the plain network
+    assert not any(k.startswith("1.") for k in _weights(bundle))
+    plain = train_bundle(TrainConfig.model_validate({**BASE, "steps": 12,
+                                                     "checkpoint_every": 0}), tmp_path / "p")
+    assert _weights(plain).keys() == _weights(bundle).keys()
