@@ -51,6 +51,7 @@ from pipeline.bundle import (
 )
 from pipeline.train_data import NiftiData, ZarrData, nifti_arrays, zarr_arrays
 from pipeline.train_losses import ExtraLosses
+from pipeline.train_points import PointSupervision, point_loss
 from pipeline.train_state import (
     checkpoint_path, config_digest, export_network, load_checkpoint, save_checkpoint,
 )
@@ -169,6 +170,8 @@ class TrainConfig(BaseModel):
     boundary_weight: float = Field(default=0.0, ge=0)
     edge_map_weight: float = Field(default=5.0, ge=0)
     edge_weight: float = Field(default=0.0, ge=0)
+    # weak supervision: train from sampled clicks instead of full masks (pipeline.train_points)
+    point_supervision: PointSupervision | None = None
     # instance head (only used with params.instance_head: true)
     center_sigma: float = Field(default=4.0, gt=0)  # Gaussian of the centre targets, pixels
     center_weight: float = Field(default=200.0, ge=0)  # Panoptic-DeepLab
@@ -569,7 +572,10 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
             xb, yb = train_set.crops(rng, cfg.batch_size, cfg.crop)
             x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
             target, logits = torch.from_numpy(yb), net(x)
-            loss = loss_fn(logits, target)
+            if cfg.point_supervision is not None:
+                loss = point_loss(logits, yb, rng, cfg.point_supervision)
+            else:
+                loss = loss_fn(logits, target)
             if extra_loss.active:
                 loss = loss + extra_loss(logits, target)
         opt.zero_grad(set_to_none=True)

@@ -125,3 +125,21 @@ def test_focal_boundary_and_edge_head_terms_train(tmp_path):
     plain = train_bundle(TrainConfig.model_validate({**BASE, "steps": 12,
                                                      "checkpoint_every": 0}), tmp_path / "p")
     assert _weights(plain).keys() == _weights(bundle).keys()
+
+
+def test_point_supervision_trains_from_clicks(tmp_path):
+    from pipeline.train_points import sample_points
+
+    labels = np.zeros((1, 8, 8), np.int64)
+    labels[0, :4, :4] = 1
+    labels[0, 6:, 6:] = 255  # unlabelled: never clicked
+    points = sample_points(labels, np.random.default_rng(0), per_region=2)
+    assert sorted({(c) for _, c, _ in points}) == [0, 1] and len(points) == 4
+    assert all(labels[0][p] == c for _, c, p in points)
+    losses = []
+    cfg = TrainConfig.model_validate({
+        **BASE, "steps": 20, "lr": 0.01, "checkpoint_every": 0,
+        "point_supervision": {"radius": 3, "per_region": 2, "smoothness_weight": 0.1}})
+    bundle = train_bundle(cfg, tmp_path / "points", on_step=lambda s, v: losses.append(v))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    assert bundle.spec.training["config"]["point_supervision"]["radius"] == 3
