@@ -61,6 +61,10 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
         scenes = discover(inputs)
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
+        if options.prompts is not None:  # open-vocabulary: a run-specific bundle copy
+            from pipeline.openvocab import bundle_with_prompts
+
+            bundle = bundle_with_prompts(bundle, options.prompts, Path(out_dir) / ".prompts")
         bundle.build()  # an unreadable model is caught before any work starts
     except SegpipeError as exc:
         if debug:
@@ -118,23 +122,28 @@ def run(
              "refuse or ignore.")] = None,
     scenes_in_flight: Annotated[Optional[int], typer.Option(
         help="Scenes/volumes processed at once (default 2).")] = None,
+    prompts: Annotated[Optional[str], typer.Option(
+        help="Open-vocabulary models: comma-separated text prompts that become the classes, "
+             "e.g. 'water,road,building'.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
 ) -> None:
     """Segment scenes with a model; write Zarr, COGs/NIfTI and reports per scene."""
-    from pipeline.config import parse_bands
+    from pipeline.config import parse_bands, parse_prompts
     from pipeline.spacing import SpacingPolicy
     from segcore.errors import SegpipeError
     from segcore.hints import parse_choice
 
     try:
         band_list = parse_bands(bands)
+        prompt_list = parse_prompts(prompts)
         policy = None if spacing is None else parse_choice(SpacingPolicy, spacing, name="--spacing")
     except SegpipeError as exc:
         raise _fail(str(exc)) from None
     overrides = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "bands": band_list,
                  "ray_address": ray_address, "resume": False if no_resume else None,
-                 "spacing": policy, "scenes_in_flight": scenes_in_flight}
+                 "spacing": policy, "scenes_in_flight": scenes_in_flight,
+                 "prompts": prompt_list}
     code, _ = run_batch(inputs, model, out, labels=labels, overrides=overrides, config=config,
                         debug=debug)
     raise typer.Exit(code)

@@ -36,6 +36,8 @@ class RunOptions(BaseModel):
     scenes_in_flight: int = Field(default=2, ge=1,
                                   description="scenes processed at once (keeps workers busy)")
     quicklook_size: int = Field(default=1024, ge=64)
+    prompts: list[str] | None = Field(
+        default=None, description="open-vocabulary models: text prompts that become the classes")
 
     @field_validator("bands")
     @classmethod
@@ -43,6 +45,37 @@ class RunOptions(BaseModel):
         if v is not None and (not v or min(v) < 1):
             raise ValueError(f"bands are 1-based indices (GDAL order), got {v}")
         return v
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        v = [p.strip() for p in v]
+        if not v or not all(v):
+            raise ValueError("prompts must be non-empty text, e.g. water,road,building")
+        if len(set(v)) != len(v):
+            raise ValueError(f"prompts must be distinct, got {v}")
+        return v
+
+
+def parse_prompts(text: str | None) -> list[str] | None:
+    """``"water, road,building"`` -> ``["water", "road", "building"]``.
+
+    Examples
+    --------
+    >>> parse_prompts(" blue striped ,red smooth")
+    ['blue striped', 'red smooth']
+    """
+    if text is None or not text.strip():
+        return None
+    prompts = [part.strip() for part in text.split(",")]
+    if not all(prompts):
+        raise ConfigError(f"--prompts expects comma-separated text prompts such as "
+                          f"water,road,building; got '{text}'")
+    if len(set(prompts)) != len(prompts):
+        raise ConfigError(f"--prompts must be distinct; got '{text}'")
+    return prompts
 
 
 def parse_bands(text: str | None) -> list[int] | None:

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.bundle import (
     ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
 )
+from pipeline.train_attention import attention_report
 from pipeline.train_data import NiftiData, ZarrData, nifti_arrays, zarr_arrays
 from pipeline.train_losses import ExtraLosses
 from pipeline.train_points import PointSupervision, point_loss
@@ -592,8 +593,13 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
         if final:
             return None
     train_seconds = time.perf_counter() - start
-    heldout = evaluate(net, load_scenes(cfg.data, heldout=True, instances=with_instances),
-                       mean, std, scale, names, classes=classes, grouping=cfg.grouping)
+    heldout_set = load_scenes(cfg.data, heldout=True, instances=with_instances)
+    heldout = evaluate(net, heldout_set, mean, std, scale, names, classes=classes,
+                       grouping=cfg.grouping)
+    if hasattr(net, "attention_maps") and ndim == 2:  # ViT: attention vs per-patch error
+        net.eval()
+        heldout["attention"] = attention_report(net, heldout_set.images, heldout_set.labels,
+                                                mean=mean, std=std, scale=scale)
     stride = int(getattr(net, "stride", 1))
     declared = getattr(net, "receptive_field", None)  # 0: global (attention) models
     rf = measure(net, channels, ndim=ndim) if declared is None else int(declared)

@@ -143,3 +143,15 @@ def test_point_supervision_trains_from_clicks(tmp_path):
     bundle = train_bundle(cfg, tmp_path / "points", on_step=lambda s, v: losses.append(v))
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
     assert bundle.spec.training["config"]["point_supervision"]["radius"] == 3
+
+
+def test_vit_training_reports_attention_error_correlation(tmp_path):
+    cfg = TrainConfig.model_validate({
+        **BASE, "name": "vit-tiny", "architecture": "vit",
+        "params": {"patch": 8, "dim": 16, "depth": 1, "heads": 2},
+        "steps": 10, "checkpoint_every": 0})
+    bundle = train_bundle(cfg, tmp_path / "vit")
+    report = bundle.spec.training["heldout"]["attention"]
+    assert report["windows"] >= 1
+    assert -1.0 <= report["correlation_mean"] <= 1.0
+    assert bundle.spec.receptive_field is None  # global: the pipeline uses its default halo
