@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export DO_NOT_TRACK := 1
 
-.PHONY: demo demo-medical test lint unit e2e bench bench-volume model model-medical clean
+.PHONY: demo demo-medical test lint unit e2e bench bench-volume model model-medical model-openvocab clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ model: $(STAMP)
 # Re-create the bundled demo-medical model (3-D U-Net + instance head on phantoms).
 model-medical: $(STAMP)
 	$(BIN)/segpipe train --config configs/demo-medical.yaml --out pipeline/models/demo-medical
+
+# Re-create the bundled demo-openvocab model (zero-shot held-out prompt "blue striped").
+model-openvocab: $(STAMP)
+	$(BIN)/python -m pipeline.openvocab pipeline/models/demo-openvocab --steps 500
 
 bench: $(STAMP)
 	$(BIN)/python bench/memory.py
