@@ -63,6 +63,7 @@ from segcore.instances.grouping import group_instances
 from segcore.instances.targets import instance_targets
 from segcore.losses import SegmentationLoss
 from segcore.losses.instance import InstanceLoss
+from segcore.losses.set_prediction import SetPredictionLoss, semantic_targets
 from segcore.metrics.confusion import SemanticScores, confusion_matrix
 from segcore.models.factory import build_model
 from segcore.panoptic import FusionStats, PanopticAccumulator, apply_plan, decide, panoptic_quality
@@ -544,6 +545,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, *[1] * ndim)
     loss_fn = SegmentationLoss(ce_weight=cfg.ce_weight, dice_weight=cfg.dice_weight)
     inst_loss = InstanceLoss(center_weight=cfg.center_weight, offset_weight=cfg.offset_weight)
+    set_loss = SetPredictionLoss(len(classes))  # Hungarian-matched, for query models
     extra_loss = ExtraLosses(num_classes=len(classes), ndim=ndim, focal_weight=cfg.focal_weight,
                              focal_gamma=cfg.focal_gamma, boundary_weight=cfg.boundary_weight,
                              edge_map_weight=cfg.edge_map_weight, edge_weight=cfg.edge_weight)
@@ -572,8 +574,11 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
         else:
             xb, yb = train_set.crops(rng, cfg.batch_size, cfg.crop)
             x = (torch.from_numpy(xb.astype(np.float32)) * scale - m) / s
-            target, logits = torch.from_numpy(yb), net(x)
-            if cfg.point_supervision is not None:
+            target, outputs = torch.from_numpy(yb), net(x)
+            logits = outputs["semantic"] if isinstance(outputs, dict) else outputs
+            if isinstance(outputs, dict) and "pred_masks" in outputs:  # set prediction (queries)
+                loss = set_loss(outputs, semantic_targets(target, len(classes), ignore_index=255))
+            elif cfg.point_supervision is not None:
                 loss = point_loss(logits, yb, rng, cfg.point_supervision)
             else:
                 loss = loss_fn(logits, target)

@@ -155,3 +155,22 @@ def test_vit_training_reports_attention_error_correlation(tmp_path):
     assert report["windows"] >= 1
     assert -1.0 <= report["correlation_mean"] <= 1.0
     assert bundle.spec.receptive_field is None  # global: the pipeline uses its default halo
+
+
+@pytest.mark.parametrize(("architecture", "params"), [
+    ("deeplab", {"base_channels": 4, "stride": 8, "dilations": [2, 4, 6]}),
+    ("deeplab", {"base_channels": 4, "stride": 8, "dilations": [2, 4], "aspp_mode": "cascade"}),
+    ("vit", {"patch": 8, "dim": 16, "depth": 1, "heads": 2}),
+    ("queries", {"queries": 8, "dim": 16}),
+])
+def test_segpipe_train_trains_every_architecture(architecture, params, tmp_path):
+    losses = []
+    cfg = TrainConfig.model_validate({**BASE, "name": architecture, "architecture": architecture,
+                                      "params": params, "steps": 16, "lr": 0.005,
+                                      "checkpoint_every": 0})
+    bundle = train_bundle(cfg, tmp_path / architecture, on_step=lambda s, v: losses.append(v))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
+    net = load_bundle(bundle.path).build()
+    out = net(torch.zeros(1, 3, 64, 64))
+    logits = out["semantic"] if isinstance(out, dict) else out
+    assert logits.shape == (1, 5, 64, 64)
