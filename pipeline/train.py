@@ -50,7 +50,7 @@ from pipeline.bundle import (
     ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
 )
 from pipeline.train_attention import attention_report
-from pipeline.train_data import NiftiData, ZarrData, nifti_arrays, zarr_arrays
+from pipeline.train_data import ImagePair, NiftiData, ZarrData, nifti_arrays, zarr_arrays
 from pipeline.train_losses import ExtraLosses
 from pipeline.train_points import PointSupervision, point_loss
 from pipeline.train_state import (
@@ -120,11 +120,7 @@ class PhantomData(BaseModel):
                            lesion_radius_mm=self.lesion_radius_mm, noise=self.noise, bias=self.bias)
 
 
-class GeoTiffPair(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    image: Path
-    labels: Path
+GeoTiffPair = ImagePair  # image + labels, read window by window
 
 
 class GeoTiffData(BaseModel):

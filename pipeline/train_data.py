@@ -18,7 +18,9 @@ from pipeline.bundle import ClassSpec
 from segcore.errors import InputError
 
 
-class VolumePair(BaseModel):
+class ImagePair(BaseModel):
+    """An image file and its label file on the same grid (GeoTIFF or NIfTI)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image: Path
@@ -31,8 +33,8 @@ class NiftiData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Literal["nifti"] = "nifti"
-    train: list[VolumePair]
-    heldout: list[VolumePair]
+    train: list[ImagePair]
+    heldout: list[ImagePair]
     channels: list[int] | None = None  # 1-based along the 4th axis; None = all
     classes: list[ClassSpec]
 

@@ -17,14 +17,21 @@ def content_sensitive_unet(seed: int, **params) -> UNet2d:
     """
     torch.manual_seed(seed)
     model = UNet2d(3, 4, **{"base_channels": 4, "convs_per_level": 2, **params})
-    gen = torch.Generator().manual_seed(seed + 1)
+    return randomise(model, seed + 1)
+
+
+def randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Kaiming conv weights, zero biases and random BatchNorm statistics (2-D or 3-D),
+    then eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    convs = (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.ConvTranspose3d)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(m, convs):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=gen)
                 if m.bias is not None:
                     m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
                 n = m.num_features
                 m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=gen))

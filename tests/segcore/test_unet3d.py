@@ -12,26 +12,14 @@ from segcore.errors import ConfigError
 from segcore.models.factory import ARCHITECTURES, build_model
 from segcore.models.unet import UNet2d, UNet3d
 from segcore.receptive_field import halo_for, measure, unet
+from tests.segcore.random_models import randomise
 
 
 def _random_unet3d(seed: int, **params) -> UNet3d:
     """Eval-mode UNet3d with content-sensitive weights and non-trivial BatchNorm."""
     torch.manual_seed(seed)
     model = UNet3d(1, 3, **{"base_channels": 2, "convs_per_level": 1, **params})
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=gen)
-                if m.bias is not None:
-                    m.bias.zero_()
-            if isinstance(m, nn.BatchNorm3d):
-                n = m.num_features
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                m.weight.copy_(1 + 0.2 * torch.randn(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-    return model.eval()
+    return randomise(model, seed + 1)
 
 
 def test_forward_shape_stride_and_attributes() -> None:
