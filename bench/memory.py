@@ -85,6 +85,19 @@ def make_scene(path: Path, size: int) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def bench_setup(size: int, model: str, tile: int):
+    """The scene file (written once under .bench/), the bundle and run options shared by
+    bench/overhead.py and bench/versus_monai.py."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.bundle import load_bundle
+    from pipeline.config import RunOptions
+
+    (ROOT / ".bench").mkdir(exist_ok=True)
+    scene = ROOT / ".bench" / f"scene-{size}.tif"
+    make_scene(scene, size)
+    return scene, load_bundle(model), RunOptions(tile=tile, resume=False)
+
+
 def measure(scene: Path, out: Path, model: str, workers: int, extra: list[str] = ()) -> dict:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     cmd = [str(BIN / "segpipe"), "run", str(scene), "--model", model, "--out", str(out),

@@ -95,15 +95,9 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from memory import make_scene
-    from pipeline.bundle import load_bundle
-    from pipeline.config import RunOptions
+    from memory import bench_setup
 
-    (ROOT / ".bench").mkdir(exist_ok=True)
-    scene = ROOT / ".bench" / f"scene-{args.size}.tif"
-    make_scene(scene, args.size)
-    bundle = load_bundle(args.model)
-    options = RunOptions(tile=args.tile, resume=False)
+    scene, bundle, options = bench_setup(args.size, args.model, args.tile)
     bare, n = bare_tiles_per_second(scene, bundle, options)
     print(f"bare model forward, {os.cpu_count()} threads: {bare:6.2f} tiles/s "
           f"({n} windows of {args.tile} px + halo)", flush=True)

@@ -92,17 +92,11 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--model", default="demo-satellite")
     args = parser.parse_args()
-    from memory import make_scene
-    from pipeline.bundle import load_bundle
-    from pipeline.config import RunOptions
+    from memory import bench_setup
     from pipeline.io.geotiff import open_raster
     from pipeline.scene_run import plan_tiles
 
-    (ROOT / ".bench").mkdir(exist_ok=True)
-    scene = ROOT / ".bench" / f"scene-{args.size}.tif"
-    make_scene(scene, args.size)
-    bundle = load_bundle(args.model)
-    options = RunOptions(tile=args.tile, resume=False)
+    scene, bundle, options = bench_setup(args.size, args.model, args.tile)
     halo = plan_tiles(open_raster(scene).shape, bundle, options).halo
     m_seconds, m_labels, valid = monai_run(scene, bundle, args.tile, halo)
     print(f"MONAI sliding_window_inference ({args.size}^2, window {args.tile + 2 * halo}, "
