@@ -38,7 +38,7 @@ model-medical: $(STAMP)
 
 # Re-create the bundled demo-openvocab model (zero-shot held-out prompt "blue striped").
 model-openvocab: $(STAMP)
-	$(BIN)/python -m pipeline.openvocab pipeline/models/demo-openvocab --steps 500
+	$(BIN)/python -m pipeline.training.openvocab pipeline/models/demo-openvocab --steps 500
 
 bench: $(STAMP)
 	$(BIN)/python bench/memory.py

@@ -78,7 +78,7 @@ def _short_name(p: psutil.Process) -> str:
 def make_scene(path: Path, size: int) -> None:
     if path.is_file():
         return
-    code = ("from pathlib import Path; from pipeline.synthetic import write_scene; "
+    code = ("from pathlib import Path; from pipeline.synthdata.satellite import write_scene; "
             "from segcore.synthetic.satellite import SatelliteSceneSpec; "
             f"write_scene(Path('{path}'), spec=SatelliteSceneSpec(seed=5, height={size}, "
             f"width={size}, bands=3))")
@@ -90,7 +90,7 @@ def bench_setup(size: int, model: str, tile: int):
     bench/overhead.py and bench/versus_monai.py."""
     sys.path.insert(0, str(ROOT))
     from pipeline.bundle import load_bundle
-    from pipeline.config import RunOptions
+    from pipeline.options import RunOptions
 
     (ROOT / ".bench").mkdir(exist_ok=True)
     scene = ROOT / ".bench" / f"scene-{size}.tif"

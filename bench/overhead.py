@@ -40,7 +40,7 @@ def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
 
     from pipeline.inference.predictor import TilePredictor
     from pipeline.io.geotiff import GeoTiffReader, open_raster
-    from pipeline.scene_run import plan_tiles
+    from pipeline.run.stages import plan_tiles
 
     info = open_raster(scene)
     plan = plan_tiles(info.shape, bundle, options)
@@ -68,8 +68,8 @@ def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
 
 def pipeline_run(scene: Path, bundle, options, workers: int) -> dict:
     from pipeline.inference.pool import PoolConfig, WorkerPool
-    from pipeline.scene_run import Workspace, run_scene
-    from pipeline.scenes import Scene, SceneKind
+    from pipeline.run.stages import Workspace, run_scene
+    from pipeline.discovery import Scene, SceneKind
 
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=workers, batch_size=options.batch_size))
     pool.describe()

@@ -67,8 +67,8 @@ def ours_run(scene: Path, bundle, options):
     import ray
 
     from pipeline.inference.pool import PoolConfig, WorkerPool
-    from pipeline.scene_run import Workspace, run_scene
-    from pipeline.scenes import Scene, SceneKind
+    from pipeline.run.stages import Workspace, run_scene
+    from pipeline.discovery import Scene, SceneKind
     from pipeline.store import SEMANTIC, open_store
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     from memory import bench_setup
     from pipeline.io.geotiff import open_raster
-    from pipeline.scene_run import plan_tiles
+    from pipeline.run.stages import plan_tiles
 
     scene, bundle, options = bench_setup(args.size, args.model, args.tile)
     halo = plan_tiles(open_raster(scene).shape, bundle, options).halo

@@ -36,7 +36,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 def make_volume(path: Path, shape: tuple[int, int, int], spacing: list[float]) -> None:
     if path.is_file():
         return
-    code = ("from pathlib import Path; from pipeline.phantoms import write_phantom; "
+    code = ("from pathlib import Path; from pipeline.synthdata.phantoms import write_phantom; "
             f"write_phantom(Path('{path}'), shape={shape}, spacing={tuple(spacing)}, seed=3, "
             "axcodes='LPS')")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -26,12 +26,12 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import publish_batch
 from flows.nightly import pass_counts
 from flows.segment_scene import _as_task, failure_reason, in_flight, start_pool
-from pipeline.batch import SceneOutcome, write_batch
+from pipeline.report.batch import SceneOutcome, write_batch
 from pipeline.bundle import load_bundle
-from pipeline.config import load_run_options
-from pipeline.resume import will_reuse
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, discover, match_labels
+from pipeline.options import load_run_options
+from pipeline.run.resume import will_reuse
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, discover, match_labels
 from segcore.errors import ConfigError, InputError, ModelError
 
 DEFAULT_RETRIES = 2
@@ -102,7 +102,7 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
     out, model, labels
         As for ``segpipe run``.
     options : dict, optional
-        :class:`~pipeline.config.RunOptions` fields; ``scenes_in_flight`` limits the
+        :class:`~pipeline.options.RunOptions` fields; ``scenes_in_flight`` limits the
         volumes processed at once.
     retries : int
         Extra attempts for a volume that failed with a transient error (default 2).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipeline.batch import SceneOutcome
+from pipeline.report.batch import SceneOutcome
 
 _KEY_UNSAFE = re.compile(r"[^a-z0-9-]+")
 

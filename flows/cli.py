@@ -52,8 +52,8 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
     """Validate everything up front (exit 2), then segment; returns (exit code, outcomes)."""
     environment.configure(debug)
     from pipeline.bundle import load_bundle
-    from pipeline.config import load_run_options
-    from pipeline.scenes import discover, match_labels
+    from pipeline.options import load_run_options
+    from pipeline.discovery import discover, match_labels
     from segcore.errors import SegpipeError
 
     try:
@@ -62,7 +62,7 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
         if options.prompts is not None:  # open-vocabulary: a run-specific bundle copy
-            from pipeline.openvocab import bundle_with_prompts
+            from pipeline.training.openvocab import bundle_with_prompts
 
             bundle = bundle_with_prompts(bundle, options.prompts, Path(out_dir) / ".prompts")
         bundle.build()  # an unreadable model is caught before any work starts
@@ -128,7 +128,7 @@ def run(
     debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
 ) -> None:
     """Segment scenes with a model; write Zarr, COGs/NIfTI and reports per scene."""
-    from pipeline.config import parse_bands, parse_prompts
+    from pipeline.options import parse_bands, parse_prompts
     from pipeline.spacing import SpacingPolicy
     from segcore.errors import SegpipeError
     from segcore.hints import parse_choice
@@ -163,7 +163,7 @@ def demo(
     import json
     import time
 
-    from pipeline.demo import ensure_demo_scene, ensure_medical_archive
+    from pipeline.synthdata.demo import ensure_demo_scene, ensure_medical_archive
 
     start = time.perf_counter()
     if medical:
@@ -248,7 +248,7 @@ def train(
 ) -> None:
     """Train a built-in architecture and write a model bundle (checkpoints every
     ``checkpoint_every`` steps; ``--resume`` continues an interrupted run)."""
-    from pipeline.train import load_train_config, train_bundle
+    from pipeline.training.loop import load_train_config, train_bundle
     from segcore.errors import SegpipeError
 
     try:

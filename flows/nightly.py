@@ -2,7 +2,7 @@
 
 ``nightly_pass`` is the deployment's entry point (``flows/nightly.py:nightly_pass``,
 deployment ``segpipe-nightly``, see :mod:`flows.schedule`). It relies on the run
-fingerprint (:mod:`pipeline.resume`): a scene already finished with the same input,
+fingerprint (:mod:`pipeline.run.resume`): a scene already finished with the same input,
 model and output options is reused, not recomputed, so a pass over an unchanged
 inbox does no work, whichever earlier flow run produced the results.
 
@@ -22,10 +22,10 @@ from prefect.schedules import Cron, Schedule
 from flows.artifacts import publish_batch
 from flows.schedule import DEFAULT_CRON, DEFAULT_TIMEZONE, FLOW_NAME
 from flows.segment_scene import segment_batch
-from pipeline.batch import SceneOutcome, write_batch
+from pipeline.report.batch import SceneOutcome, write_batch
 from pipeline.bundle import ModelBundle, load_bundle
-from pipeline.config import RunOptions, load_run_options
-from pipeline.scenes import Scene, discover, kind_of, match_labels
+from pipeline.options import RunOptions, load_run_options
+from pipeline.discovery import Scene, discover, kind_of, match_labels
 from segcore.errors import ConfigError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE = 0, 1, 2
@@ -94,7 +94,7 @@ def nightly_pass(inbox: str, out: str, model: str, options: dict[str, Any] | Non
     model : str
         Bundled model name or model bundle directory.
     options : dict, optional
-        :class:`~pipeline.config.RunOptions` fields (``workers``, ``tile``,
+        :class:`~pipeline.options.RunOptions` fields (``workers``, ``tile``,
         ``scenes_in_flight``, ...); ``resume`` is always on.
     labels : str, optional
         Ground truth: a directory of label files named by scene id (metrics).

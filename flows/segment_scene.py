@@ -1,6 +1,6 @@
 """Prefect flows: ``segment_scene`` (one task per stage) and ``segment_batch``.
 
-The flows are thin: each task calls one stage of :mod:`pipeline.scene_run`.
+The flows are thin: each task calls one stage of :mod:`pipeline.run.stages`.
 ``segment_batch`` starts one pool of model actors for all scenes and records
 every scene's outcome; one failing scene never stops the others.
 """
@@ -16,19 +16,19 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.batch import SceneOutcome, write_batch
+from pipeline.report.batch import SceneOutcome, write_batch
 from pipeline.bundle import ModelBundle
-from pipeline.config import RunOptions
+from pipeline.options import RunOptions
 from pipeline.inference.pool import WorkerPool
-from pipeline.resume import will_reuse
-from pipeline.scene_run import (
+from pipeline.run.resume import will_reuse
+from pipeline.run.stages import (
     Workspace, run_scene, stage_export, stage_infer, stage_ingest, stage_metrics, stage_panoptic,
     stage_report, stage_stitch,
 )
-from pipeline.scenes import Scene
+from pipeline.discovery import Scene
 
 _TASK = {"cache_policy": NO_CACHE, "persist_result": False}
-# one Prefect task per stage of pipeline.scene_run
+# one Prefect task per stage of pipeline.run.stages
 STAGE_TASKS = {
     stage: task(stage, name=name, **_TASK)
     for stage, name in (

@@ -13,7 +13,7 @@ The file is the shared baseline (baked into an image or a ConfigMap), the
 environment adjusts one process or pod, and a flag is the most explicit,
 per-invocation choice; this is also pydantic-settings' own order
 (init > env > files). Settings live at the edges only (CLI, flows): the engine
-(``pipeline``) receives plain :class:`~pipeline.config.RunOptions`.
+(``pipeline``) receives plain :class:`~pipeline.options.RunOptions`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class ScheduleSettings(_Section):
 
 
 class RunSettings(_Section):
-    """Engine options (:class:`pipeline.config.RunOptions`); unset: bundle/machine defaults."""
+    """Engine options (:class:`pipeline.options.RunOptions`); unset: bundle/machine defaults."""
 
     workers: int | None = Field(default=None, ge=1)
     gpus_per_worker: float | None = Field(default=None, ge=0.0)

@@ -113,7 +113,7 @@ def demo_pool(ray_session, demo_bundle):
 @pytest.fixture(scope="session")
 def scene_factory(tmp_path_factory):
     """Write (and cache) synthetic GeoTIFF scenes + labels: ``make(name, **kw)``."""
-    from pipeline.synthetic import write_scene
+    from pipeline.synthdata.satellite import write_scene
     from segcore.synthetic.satellite import SatelliteSceneSpec
 
     root = tmp_path_factory.mktemp("scenes")

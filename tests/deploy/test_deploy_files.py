@@ -535,7 +535,7 @@ def test_deployment_parameters_are_the_flows_parameters(deployment) -> None:
 def test_deployment_options_are_run_options(deployment) -> None:
     options = deployment["parameters"].get("options")
     if options:
-        from pipeline.config import RunOptions
+        from pipeline.options import RunOptions
 
         RunOptions(**options)
 

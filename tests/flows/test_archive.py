@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.phantoms import write_archive
+from pipeline.synthdata.phantoms import write_archive
 
 SMALL = (40, 48, 44)
 
@@ -75,9 +75,9 @@ class _Gate:
 def test_volumes_are_in_flight_together(in_flight, tmp_path, ray_session, prefect_harness):
     from flows.segment_scene import segment_batch
     from pipeline.bundle import load_bundle
-    from pipeline.config import RunOptions
+    from pipeline.options import RunOptions
     from pipeline.progress import progress_sink
-    from pipeline.scenes import discover
+    from pipeline.discovery import discover
 
     write_archive(tmp_path, volumes=3, shape=SMALL, seed=3, with_labels=False)
     scenes = discover([tmp_path / "archive"])

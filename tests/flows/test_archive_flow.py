@@ -8,7 +8,7 @@ import pytest
 
 from flows.archive import archive_batch, root_cause, should_retry
 from pipeline.inference.records import InjectedFault
-from pipeline.phantoms import write_archive
+from pipeline.synthdata.phantoms import write_archive
 from segcore.errors import ConfigError, InputError, ModelError, TileSizeError
 
 SMALL = (40, 48, 44)

@@ -16,9 +16,9 @@ import numpy as np
 import psutil
 import pytest
 
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
 
 ARRAYS = (SEMANTIC, INSTANCE, PANOPTIC)

@@ -12,9 +12,9 @@ import torch
 from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
 
 from flows.segment_scene import segment_batch, segment_scene
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace
+from pipeline.discovery import Scene, SceneKind
 from pipeline.store import SEMANTIC, VALID, open_store
 
 

@@ -10,9 +10,9 @@ import rasterio
 import torch
 
 from pipeline.bundle import ClassSpec, InputSpec, ModelSpec, load_bundle, save_bundle
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from segcore.models.factory import build_model
 from segcore.synthetic.satellite import SATELLITE_CLASSES
 

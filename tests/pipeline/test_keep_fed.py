@@ -7,10 +7,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from pipeline.config import RunOptions
+from pipeline.options import RunOptions
 from pipeline.inference.predictor import TilePredictor
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 
 
 class _OomAbove(torch.nn.Module):

@@ -20,7 +20,7 @@ from pipeline.io.nifti import (
     open_volume,
     write_label_volume,
 )
-from pipeline.synthetic_volume import (
+from pipeline.synthdata.volumes import (
     BROKEN_KINDS,
     canonical_to_disk,
     orientation_affine,

@@ -11,10 +11,10 @@ from rasterio.transform import Affine
 from typer.testing import CliRunner
 
 from pipeline.bundle import load_bundle
-from pipeline.config import RunOptions
-from pipeline.openvocab import HELD_OUT, bundle_with_prompts, train_openvocab
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.training.openvocab import HELD_OUT, bundle_with_prompts, train_openvocab
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from segcore.errors import ConfigError
 from segcore.openvocab import attribute_scene
 

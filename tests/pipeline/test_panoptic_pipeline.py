@@ -7,9 +7,9 @@ import json
 import numpy as np
 import rasterio
 
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
 
 

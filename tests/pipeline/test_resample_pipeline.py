@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import zarr
 
-from pipeline.resample import resample_array
+from pipeline.streaming.resample import resample_array
 from segcore.errors import ConfigError
 from segcore.geometry.resample import (
     linear_block,

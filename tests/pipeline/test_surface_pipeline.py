@@ -12,7 +12,7 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from pipeline.surface import collect_surfaces, surface_distances
+from pipeline.streaming.surface import collect_surfaces, surface_distances
 from segcore.errors import ConfigError
 from segcore.metrics.surface import hausdorff_percentile, surface_voxels
 

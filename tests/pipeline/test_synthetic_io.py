@@ -10,8 +10,8 @@ import rasterio
 from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
-import pipeline.synthetic as synthetic
-from pipeline.synthetic import UNLABELLED, SceneFiles, label_dtype, nodata_wedge, write_scene
+import pipeline.synthdata.satellite as synthetic
+from pipeline.synthdata.satellite import UNLABELLED, SceneFiles, label_dtype, nodata_wedge, write_scene
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.window import Window
 from segcore.synthetic.satellite import SatelliteSceneSpec, render

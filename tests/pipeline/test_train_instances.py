@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.bundle import load_bundle
-from pipeline.train import Scenes, TrainConfig, crop_targets, train_bundle
+from pipeline.training.loop import Scenes, TrainConfig, crop_targets, train_bundle
 from segcore.instances.grouping import group_instances
 
 

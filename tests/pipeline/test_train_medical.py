@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.bundle import BUNDLED_DIR, load_bundle
-from pipeline.train import PhantomData, TrainConfig, Volumes, evaluate, load_scenes, train_bundle
+from pipeline.training.loop import PhantomData, TrainConfig, Volumes, evaluate, load_scenes, train_bundle
 from segcore.synthetic.phantom import LESION
 
 TINY = dict(

@@ -9,11 +9,11 @@ import rasterio
 import torch
 
 from pipeline.bundle import ModelFormat, load_bundle
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
-from pipeline.train import TrainConfig, train_bundle
-from pipeline.train_state import checkpoint_path
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
+from pipeline.training.loop import TrainConfig, train_bundle
+from pipeline.training.checkpoints import checkpoint_path
 
 BASE = {
     "name": "tiny-train", "architecture": "unet2d",
@@ -101,7 +101,7 @@ def test_torchscript_bundle_without_a_declared_receptive_field_gets_the_measured
     import shutil
 
     from pipeline.bundle import write_spec
-    from pipeline.scene_run import plan_tiles, receptive_field_of
+    from pipeline.run.stages import plan_tiles, receptive_field_of
 
     src = exported["torchscript"]
     copy = tmp_path / "ts-no-rf"
@@ -128,7 +128,7 @@ def test_focal_boundary_and_edge_head_terms_train(tmp_path):
 
 
 def test_point_supervision_trains_from_clicks(tmp_path):
-    from pipeline.train_points import sample_points
+    from pipeline.training.points import sample_points
 
     labels = np.zeros((1, 8, 8), np.int64)
     labels[0, :4, :4] = 1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from pipeline.phantoms import write_phantom
-from pipeline.train import TrainConfig, train_bundle
+from pipeline.synthdata.phantoms import write_phantom
+from pipeline.training.loop import TrainConfig, train_bundle
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "organ"},
            {"id": 2, "name": "lesion", "isthing": True}]

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import RunOptions
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from pipeline.spacing import SpacingPolicy
 from pipeline.store import SEMANTIC, open_store
-from pipeline.synthetic_volume import write_canonical
+from pipeline.synthdata.volumes import write_canonical
 from segcore.errors import InputError
 
 SHAPE = (20, 24, 28)  # canonical (Z, Y, X)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import RunOptions
-from pipeline.phantoms import write_phantom
-from pipeline.scene_run import Workspace, run_scene
-from pipeline.scenes import Scene, SceneKind
+from pipeline.options import RunOptions
+from pipeline.synthdata.phantoms import write_phantom
+from pipeline.run.stages import Workspace, run_scene
+from pipeline.discovery import Scene, SceneKind
 from pipeline.store import INSTANCE, SEMANTIC, iter_blocks, open_store
 
 

@@ -46,7 +46,7 @@ def build_bundle(directory: Path):
 
 
 def write_image(path: Path, size: tuple[int, int] = (512, 768), seed: int = 7) -> Path:
-    from pipeline.synthetic import write_scene
+    from pipeline.synthdata.satellite import write_scene
     from segcore.synthetic.satellite import SatelliteSceneSpec
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,9 +56,9 @@ def write_image(path: Path, size: tuple[int, int] = (512, 768), seed: int = 7) -
 
 def run_one(image: Path, out_dir: Path, bundle, pool, *, tile: int = 256) -> dict:
     """One scene end to end (plain Python, no Prefect); returns its report."""
-    from pipeline.config import RunOptions
-    from pipeline.scene_run import Workspace, run_scene
-    from pipeline.scenes import Scene, SceneKind
+    from pipeline.options import RunOptions
+    from pipeline.run.stages import Workspace, run_scene
+    from pipeline.discovery import Scene, SceneKind
 
     scene = Scene(image, image.name.removesuffix(".tif"), SceneKind.GEOTIFF)
     ws = Workspace(scene, out_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.synthetic_volume import write_canonical, write_broken
+from pipeline.synthdata.volumes import write_canonical, write_broken
 from segcore.synthetic.phantom import PhantomSpec, render_phantom
 
 
@@ -71,7 +71,7 @@ def write_archive(root: Path, *, volumes: int = 6, broken: tuple[str, ...] = (),
     """A hospital-like archive tree ``sub-XX/anat/scan.nii[.gz]`` (+ ``labels/`` mirror).
 
     Volumes cycle through orientations, spacings and formats; ``broken`` adds one
-    file of each listed kind (:func:`pipeline.synthetic_volume.write_broken`).
+    file of each listed kind (:func:`pipeline.synthdata.volumes.write_broken`).
     Returns scene id -> labels path (for ``--labels``).
     """
     orientations = ("LPS", "RAS", "PLS", "LAS")

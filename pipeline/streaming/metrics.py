@@ -127,7 +127,7 @@ def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
     Truth panoptic segments are fused from the labels with the same rules as the
     prediction (``min_stuff_area`` 0); ``ignore`` (unlabelled) voxels are void in the truth.
     """
-    from pipeline.panoptic import fusion_stats, segment_categories
+    from pipeline.streaming.panoptic import fusion_stats, segment_categories
     from segcore.panoptic.fusion import apply_plan, decide
     from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
 

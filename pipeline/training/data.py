@@ -63,7 +63,7 @@ def _canonical(info, channels: list[int]) -> np.ndarray:
 
 
 def _ignore(labels: np.ndarray, dtype: str) -> np.ndarray:
-    from pipeline.metrics import unlabelled_value
+    from pipeline.streaming.metrics import unlabelled_value
 
     lab = labels.astype(np.int64)
     lab[lab == unlabelled_value(dtype)] = 255

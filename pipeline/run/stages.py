@@ -24,26 +24,26 @@ from typing import Any
 import numpy as np
 
 from pipeline.bundle import ModelBundle, ModelFormat, load_bundle
-from pipeline.config import RunOptions
-from pipeline.export import export_cogs
+from pipeline.options import RunOptions
+from pipeline.formats.geotiff_export import export_cogs
 from pipeline.inference.pool import WorkerPool
 from pipeline.inference.records import read_records
-from pipeline.ingest import IngestResult, ingest_geotiff
+from pipeline.formats.geotiff_ingest import IngestResult, ingest_geotiff
 from pipeline.io.geotiff import RasterInfo, open_raster
-from pipeline.metrics import open_labels, scene_metrics
-from pipeline.panoptic import fuse_scene, segment_categories
+from pipeline.streaming.metrics import open_labels, scene_metrics
+from pipeline.streaming.panoptic import fuse_scene, segment_categories
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.quicklook import write_quicklooks
 from pipeline.report.writer import render_html, write_json_atomic
-from pipeline.scenes import Scene, SceneKind
-from pipeline.stitching import InstanceStitcher, relabel_instances
+from pipeline.discovery import Scene, SceneKind
+from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
 from pipeline.store import (
     INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, label_dtype,
     open_store,
 )
-from pipeline.resume import finished_report, mark_ingested, partial_matches, run_fingerprint
+from pipeline.run.resume import finished_report, mark_ingested, partial_matches, run_fingerprint
 from pipeline.spacing import decide_spacing
-from pipeline.summary import summarise_semantic, summarise_volume
+from pipeline.streaming.summary import summarise_semantic, summarise_volume
 from segcore.errors import InputError
 from segcore.geometry.grid import TileGrid
 from segcore.receptive_field import halo_for, measure
@@ -88,7 +88,7 @@ class SceneState:
     bundle: ModelBundle
     options: RunOptions
     ingest: IngestResult | None = None
-    volume: Any = None  # pipeline.volume.VolumeIngest for NIfTI scenes
+    volume: Any = None  # pipeline.formats.nifti_volume.VolumeIngest for NIfTI scenes
     plan: TilePlan | None = None
     tiles_done: int = 0
     tiles_reused: int = 0
@@ -118,7 +118,7 @@ class SceneState:
     def infer_store(self) -> Path:
         """The group the model runs on (a NIfTI scene's resampled ``model`` subgroup)."""
         if self.volume is not None:
-            from pipeline.volume import inference_store
+            from pipeline.formats.nifti_volume import inference_store
 
             return inference_store(self.workspace.store, self.volume)
         return self.workspace.store
@@ -145,7 +145,7 @@ def _check_dimensions(state: SceneState) -> None:
 
 def _ingest_volume(state: SceneState, attrs: dict) -> None:
     from pipeline.io.nifti import open_volume
-    from pipeline.volume import ingest_volume
+    from pipeline.formats.nifti_volume import ingest_volume
 
     ws, spec, opts = state.workspace, state.bundle.spec, state.options
     info = open_volume(ws.scene.path)
@@ -327,7 +327,7 @@ def stage_stitch(state: SceneState) -> None:
     k = state.bundle.spec.num_classes
     if state.volume is not None:
         if state.volume.resampled:
-            from pipeline.volume import resample_back
+            from pipeline.formats.nifti_volume import resample_back
 
             native_chunks = group[VALID].chunks
             for name in (SEMANTIC, INSTANCE):
@@ -378,9 +378,9 @@ def _seam_tile(state: SceneState) -> tuple[int, ...]:
 
 
 def _volume_metrics(state: SceneState, labels: Path) -> dict:
-    from pipeline.metrics import label_metrics, unlabelled_value
-    from pipeline.surface import surface_distances
-    from pipeline.volume import TRUTH_INSTANCE, TRUTH_SEMANTIC, ingest_label_volume
+    from pipeline.streaming.metrics import label_metrics, unlabelled_value
+    from pipeline.streaming.surface import surface_distances
+    from pipeline.formats.nifti_volume import TRUTH_INSTANCE, TRUTH_SEMANTIC, ingest_label_volume
 
     assert state.plan is not None and state.volume is not None
     group = open_store(state.workspace.store, mode="r+")
@@ -430,7 +430,7 @@ def stage_export(state: SceneState) -> None:
     _, nodata = label_dtype(state.bundle.spec.num_classes)
     names = [SEMANTIC, INSTANCE, PANOPTIC]
     if state.volume is not None:
-        from pipeline.volume import export_volumes
+        from pipeline.formats.nifti_volume import export_volumes
 
         state.exports = export_volumes(group, names, state.volume.info, state.workspace.partial)
     else:
@@ -537,7 +537,7 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
     On an error the partial work is discarded and the error propagates; an
     interrupt (Ctrl-C) or a kill leaves it for the next run to resume. With
     ``options.resume``, a scene already finished with the same fingerprint
-    (:mod:`pipeline.resume`) returns its report without running.
+    (:mod:`pipeline.run.resume`) returns its report without running.
     """
     fingerprint = run_fingerprint(workspace.scene.path, bundle, options)
     if options.resume:

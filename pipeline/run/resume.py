@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipeline.bundle import MODEL_FILE, ModelBundle
-from pipeline.config import RunOptions
+from pipeline.options import RunOptions
 
 INGEST_MARKER = "ingest.json"
 _OUTPUT_OPTIONS = ("tile", "overlap", "bands", "spacing", "image_chunk", "volume_chunk")

@@ -49,11 +49,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pipeline.bundle import (
     ClassSpec, InputSpec, ModelBundle, ModelFormat, ModelSpec, save_bundle, write_spec,
 )
-from pipeline.train_attention import attention_report
-from pipeline.train_data import ImagePair, NiftiData, ZarrData, nifti_arrays, zarr_arrays
-from pipeline.train_losses import ExtraLosses
-from pipeline.train_points import PointSupervision, point_loss
-from pipeline.train_state import (
+from pipeline.training.attention import attention_report
+from pipeline.training.data import ImagePair, NiftiData, ZarrData, nifti_arrays, zarr_arrays
+from pipeline.training.losses import ExtraLosses
+from pipeline.training.points import PointSupervision, point_loss
+from pipeline.training.checkpoints import (
     checkpoint_path, config_digest, export_network, load_checkpoint, save_checkpoint,
 )
 from segcore.errors import ConfigError, InputError
@@ -162,13 +162,13 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     ce_weight: float = Field(default=1.0, ge=0)
     dice_weight: float = Field(default=1.0, ge=0)
-    # optional terms (pipeline.train_losses): focal, boundary-weighted CE, auxiliary edge head
+    # optional terms (pipeline.training.losses): focal, boundary-weighted CE, auxiliary edge head
     focal_weight: float = Field(default=0.0, ge=0)
     focal_gamma: float = Field(default=2.0, ge=0)
     boundary_weight: float = Field(default=0.0, ge=0)
     edge_map_weight: float = Field(default=5.0, ge=0)
     edge_weight: float = Field(default=0.0, ge=0)
-    # weak supervision: train from sampled clicks instead of full masks (pipeline.train_points)
+    # weak supervision: train from sampled clicks instead of full masks (pipeline.training.points)
     point_supervision: PointSupervision | None = None
     # instance head (only used with params.instance_head: true)
     center_sigma: float = Field(default=4.0, gt=0)  # Gaussian of the centre targets, pixels
@@ -333,7 +333,7 @@ def synthetic_scenes(data: SyntheticData, *, heldout: bool, instances: bool = Fa
 
 def geotiff_scenes(data: GeoTiffData, *, heldout: bool, instances: bool = False) -> Scenes:
     from pipeline.io.geotiff import GeoTiffReader, open_raster
-    from pipeline.metrics import unlabelled_value
+    from pipeline.streaming.metrics import unlabelled_value
 
     pairs = data.heldout if heldout else data.train
     images, labels, inst = [], [], []
@@ -516,7 +516,7 @@ def train_bundle(cfg: TrainConfig, out: Path, *, on_step: StepCallback | None = 
     """Train per ``cfg``; write and return the bundle at ``out``.
 
     Every ``cfg.checkpoint_every`` steps the state goes to
-    :func:`pipeline.train_state.checkpoint_path` (``out``); ``resume`` continues from it.
+    :func:`pipeline.training.checkpoints.checkpoint_path` (``out``); ``resume`` continues from it.
     ``stop_after`` ends after that many steps with a checkpoint and no bundle (returns
     None): the same as an interrupted run, for tests.
     """

@@ -199,7 +199,7 @@ def bundle_with_prompts(bundle: ModelBundle, prompts: list[str], work_dir: Path)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pipeline.openvocab OUT_DIR [--steps N] [--seed S]``: train and report."""
+    """``python -m pipeline.training.openvocab OUT_DIR [--steps N] [--seed S]``: train and report."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -26,7 +26,7 @@ import zarr
 from pipeline.io.nifti import (
     VolumeInfo, VolumeReader, open_label_volume, write_label_volume,
 )
-from pipeline.resample import resample_array
+from pipeline.streaming.resample import resample_array
 from pipeline.spacing import SpacingDecision
 from pipeline.store import IMAGE, VALID, create_store, open_store
 from segcore.errors import InputError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.synthetic import write_scene
+from pipeline.synthdata.satellite import write_scene
 from segcore.synthetic.satellite import SatelliteSceneSpec
 
 
@@ -31,7 +31,7 @@ def ensure_medical_archive(directory: Path, *, volumes: int = 4, seed: int = 202
     Volumes come in LPS/RAS/PLS/LAS orientations, ``.nii`` and ``.nii.gz``, NIfTI-1
     and -2, some big-endian and some at another spacing than the model's.
     """
-    from pipeline.phantoms import write_archive
+    from pipeline.synthdata.phantoms import write_archive
 
     stamp = directory / ".demo-medical.json"
     wanted = {"volumes": volumes, "seed": seed, "shape": list(shape)}
