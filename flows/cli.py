@@ -62,7 +62,7 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
         if options.prompts is not None:  # open-vocabulary: a run-specific bundle copy
-            from pipeline.training.openvocab import bundle_with_prompts
+            from pipeline.prompts import bundle_with_prompts
 
             bundle = bundle_with_prompts(bundle, options.prompts, Path(out_dir) / ".prompts")
         bundle.build()  # an unreadable model is caught before any work starts

@@ -30,6 +30,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.atomic import atomic_path, write_text_atomic
 from segcore.errors import ModelError
 from segcore.hints import did_you_mean
 
@@ -298,10 +299,8 @@ def save_bundle(
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / spec.weights
-    tmp = weights.with_suffix(weights.suffix + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
-    tmp.replace(weights)
+    with atomic_path(directory / spec.weights) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp))
     return write_spec(directory, spec)
 
 
@@ -309,5 +308,5 @@ def write_spec(directory: Path, spec: ModelSpec) -> ModelBundle:
     """Write ``model.yaml`` for weights already in ``directory`` (e.g. an exported program)."""
     directory.mkdir(parents=True, exist_ok=True)
     data = json.loads(spec.model_dump_json())
-    (directory / MODEL_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(directory / MODEL_FILE, yaml.safe_dump(data, sort_keys=False))
     return ModelBundle(path=directory, spec=spec)

@@ -29,14 +29,14 @@ PANOPTIC = "panoptic"
 _COMPRESSORS = (ZstdCodec(level=3),)
 
 
-def label_dtype(num_classes: int) -> tuple[np.dtype, int]:
+def semantic_dtype(num_classes: int) -> tuple[np.dtype, int]:
     """Semantic dtype and its nodata value for a class count.
 
     Examples
     --------
-    >>> label_dtype(5)
+    >>> semantic_dtype(5)
     (dtype('uint8'), 255)
-    >>> label_dtype(300)
+    >>> semantic_dtype(300)
     (dtype('uint16'), 65535)
     """
     if num_classes < 255:

@@ -20,6 +20,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_bytes_atomic
+
 DONE, STARTED, CRASHED = ".done", ".started", ".crashed"
 
 FAULT_CRASH = "SEGPIPE_FAULT_CRASH_TILE"  # "<scene id or *>:<flat index>": worker exits once
@@ -44,13 +46,8 @@ def mark_started(directory: str | Path, flat: int) -> bool:
 
 def write_record(directory: str | Path, flat: int, outcome: Any) -> None:
     """Atomically record a finished tile (call after its chunks are written)."""
-    final = _path(directory, flat, DONE)
-    tmp = final.with_suffix(f".tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        pickle.dump(outcome, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    write_bytes_atomic(_path(directory, flat, DONE), data, durable=True)
 
 
 def read_records(directory: str | Path) -> dict[int, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
-import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
+from pipeline.atomic import atomic_path, temp_path
 from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
 from segcore.errors import ConfigError
 from segcore.hints import did_you_mean, parse_choice
@@ -89,17 +90,16 @@ def write_cog(
     _check_options(dst, source, info=info, dtype=dtype, nodata=nodata, blocksize=blocksize,
                    block_rows=block_rows)
     strip = max(blocksize, block_rows // blocksize * blocksize)
-    stem = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{uuid.uuid4().hex}")
-    tiles_tmp, cog_tmp = f"{stem}.tiles.tif", f"{stem}.cog.tif"
+    tiles_tmp = str(temp_path(Path(dst), ".tiles.tif"))
     try:
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+        with atomic_path(dst, suffix=".cog.tif") as cog_tmp, \
+                rasterio.Env(GDAL_PAM_ENABLED="NO"):
             _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
                          blocksize=blocksize, strip=strip)
-            rasterio.shutil.copy(tiles_tmp, cog_tmp, driver="COG",
+            rasterio.shutil.copy(tiles_tmp, str(cog_tmp), driver="COG",
                                  **_cog_options(dtype, blocksize, method))
-        os.replace(cog_tmp, dst)
     finally:
-        _remove_with_prefix(stem)
+        _remove_with_prefix(tiles_tmp)
 
 
 def _cog_options(dtype: str, blocksize: int, method: OverviewResampling) -> dict[str, str]:
@@ -179,7 +179,7 @@ def _check_options(dst: str, source: Any, *, info: RasterInfo, dtype: str,
 
 
 def _remove_with_prefix(stem: str) -> None:
-    """Remove the temporary files (and any GDAL side files) named ``stem*``."""
+    """Remove the temporary file ``stem`` and any GDAL side files named ``stem*``."""
     folder, prefix = os.path.split(stem)
     for name in os.listdir(folder):
         if name.startswith(prefix):

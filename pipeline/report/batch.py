@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.report.writer import write_json_atomic
+from pipeline.atomic import write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,5 @@ def write_batch(out_dir: Path, outcomes: list[SceneOutcome], *, model: str) -> d
     writer.writeheader()
     writer.writerows({**{k: v for k, v in row.items() if k != "figures"}, **row["figures"]}
                      for row in rows)
-    tmp = out_dir / ".batch.csv.tmp"
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, out_dir / "batch.csv")
+    write_text_atomic(out_dir / "batch.csv", buffer.getvalue())
     return doc

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import html
-import json
 import math
-import os
-from pathlib import Path
 from typing import Any
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
-    os.replace(tmp, path)
 
 
 class Markup(str):

@@ -23,6 +23,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from pipeline.atomic import write_text_atomic
 from pipeline.bundle import MODEL_FILE, ModelBundle
 from pipeline.options import RunOptions
 
@@ -91,6 +92,4 @@ def partial_matches(partial: Path, fingerprint: str) -> bool:
 
 def mark_ingested(partial: Path, fingerprint: str) -> None:
     """Record that ingest finished (written last, atomically)."""
-    tmp = partial / f".{INGEST_MARKER}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fingerprint}))
-    tmp.replace(partial / INGEST_MARKER)
+    write_text_atomic(partial / INGEST_MARKER, json.dumps({"fingerprint": fingerprint}))

@@ -34,11 +34,12 @@ from pipeline.streaming.metrics import open_labels, scene_metrics
 from pipeline.streaming.panoptic import fuse_scene, segment_categories
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.quicklook import write_quicklooks
-from pipeline.report.writer import render_html, write_json_atomic
+from pipeline.atomic import write_json_atomic
+from pipeline.report.writer import render_html
 from pipeline.discovery import Scene, SceneKind
 from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
 from pipeline.store import (
-    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, label_dtype,
+    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, semantic_dtype,
     open_store,
 )
 from pipeline.run.resume import finished_report, mark_ingested, partial_matches, run_fingerprint
@@ -264,7 +265,7 @@ def stage_infer(state: SceneState, pool: WorkerPool) -> None:
     start = time.perf_counter()
     state.plan = plan_tiles(state.infer_shape, state.bundle, state.options)
     grid = state.plan.grid
-    dtype, nodata = label_dtype(state.bundle.spec.num_classes)
+    dtype, nodata = semantic_dtype(state.bundle.spec.num_classes)
     group = open_store(state.infer_store, mode="r+")
     reuse = state.resumed
     _label_array(group, SEMANTIC, reuse=reuse, dtype=dtype, fill_value=nodata,
@@ -350,7 +351,7 @@ def stage_panoptic(state: SceneState) -> None:
     start = time.perf_counter()
     spec = state.bundle.spec
     group = open_store(state.workspace.store, mode="r+")
-    _, nodata = label_dtype(spec.num_classes)
+    _, nodata = semantic_dtype(spec.num_classes)
     plan, segments = fuse_scene(group, SEMANTIC, INSTANCE, _class_rows(spec), nodata=nodata,
                                 min_stuff_area=spec.min_stuff_area)
     state.categories = segment_categories(plan)
@@ -427,7 +428,7 @@ def stage_export(state: SceneState) -> None:
     """Exports on the input's grid: COGs for GeoTIFF scenes, ``.nii.gz`` for volumes."""
     start = time.perf_counter()
     group = open_store(state.workspace.store)
-    _, nodata = label_dtype(state.bundle.spec.num_classes)
+    _, nodata = semantic_dtype(state.bundle.spec.num_classes)
     names = [SEMANTIC, INSTANCE, PANOPTIC]
     if state.volume is not None:
         from pipeline.formats.nifti_volume import export_volumes

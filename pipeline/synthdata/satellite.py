@@ -4,7 +4,7 @@ The scene (:class:`segcore.synthetic.satellite.SatelliteSceneSpec`) is rendered
 and written ``block`` x ``block`` pixels at a time, so a 16384 x 16384 scene never
 sits in memory. Files are internally tiled (512 x 512), deflate-compressed,
 georeferenced, and appear atomically: each is written under a temporary name in
-its target directory and moved into place with :func:`os.replace` once complete.
+its target directory and moved into place once complete (:mod:`pipeline.atomic`).
 
 Pixel values by ``dtype``: ``uint8`` as rendered, ``uint16`` times 257 (full
 range), ``float32`` divided by 255 (reflectance in ``[0, 1]``). With ``nodata``
@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,7 @@ from rasterio.errors import CRSError
 from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
+from pipeline.atomic import atomic_path
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.window import Window
 from segcore.hints import parse_choice
@@ -50,7 +51,7 @@ __all__ = [
     "ImageDtype",
     "SceneFiles",
     "default_transform",
-    "label_dtype",
+    "label_file_dtype",
     "nodata_wedge",
     "write_scene",
 ]
@@ -86,14 +87,14 @@ class SceneFiles:
     labels: Path | None
 
 
-def label_dtype(spec: SatelliteSceneSpec) -> str:
+def label_file_dtype(spec: SatelliteSceneSpec) -> str:
     """``"uint16"`` when every instance id fits below 65535, else ``"uint32"``.
 
     Examples
     --------
-    >>> label_dtype(SatelliteSceneSpec(seed=0, height=1024, width=1024))
+    >>> label_file_dtype(SatelliteSceneSpec(seed=0, height=1024, width=1024))
     'uint16'
-    >>> label_dtype(SatelliteSceneSpec(seed=0, height=16384, width=16384))
+    >>> label_file_dtype(SatelliteSceneSpec(seed=0, height=16384, width=16384))
     'uint32'
     """
     return "uint16" if spec.max_instance_id < 65535 else "uint32"
@@ -216,11 +217,6 @@ def _apply_nodata(
     return values
 
 
-def _temp_path(target: Path) -> Path:
-    """A fresh hidden name beside ``target`` (GDAL creates it with the usual permissions)."""
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-
-
 def _profile(spec: SatelliteSceneSpec, count: int, dtype: str, crs: CRS, transform: Affine) -> dict:
     return {
         "driver": "GTiff",
@@ -303,15 +299,11 @@ def write_scene(
     label_out = None if label_path is None else Path(label_path)
     _check_paths(image_out, label_out)
     profile = _profile(spec, spec.bands, kind.value, crs_obj, transform or default_transform(crs_obj))
-    temps = [_temp_path(image_out)] + ([] if label_out is None else [_temp_path(label_out)])
-    try:
+    # the label file lands first, the image last: a complete image always has its labels
+    with atomic_path(image_out) as image_tmp, \
+            (nullcontext(None) if label_out is None else atomic_path(label_out)) as label_tmp:
+        temps = [image_tmp] + ([] if label_tmp is None else [label_tmp])
         _write(temps, spec, profile, nodata=nodata, dtype=kind, block=block, fraction=nodata_fraction)
-        if label_out is not None:
-            os.replace(temps[1], label_out)
-        os.replace(temps[0], image_out)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
     return SceneFiles(image_out, label_out)
 
 
@@ -319,7 +311,7 @@ def _write(
     temps: list[Path], spec: SatelliteSceneSpec, profile: dict, *,
     nodata: float | None, dtype: ImageDtype, block: int, fraction: float,
 ) -> None:
-    lab_dtype = label_dtype(spec)
+    lab_dtype = label_file_dtype(spec)
     with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB):
         with rasterio.open(temps[0], "w", **profile, nodata=nodata) as image:
             image.descriptions = _BAND_NAMES[: spec.bands]

@@ -6,19 +6,12 @@
   is offered at inference (zero-shot) against chance, and writes a bundle whose
   classes are the prompts (ids 0..K-1) and whose ``prompts`` field marks it as
   open-vocabulary.
-- :func:`bundle_with_prompts` makes a run-specific copy of an open-vocabulary
-  bundle with another prompt list (``segpipe run --prompts``): its ``model.yaml``
-  lists the new prompts as classes, its weights are a link to the original's.
-  Actors load bundles by path, so pointing the pool at the copy is how the
-  prompts reach them; the driver's reports read the same class table.
+- :func:`pipeline.prompts.bundle_with_prompts` re-prompts such a bundle for one run
+  (``segpipe run --prompts``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,32 +19,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from pipeline.bundle import (
     OPENVOCAB_ARCHITECTURE as ARCHITECTURE,
-    ClassSpec,
     InputSpec,
     ModelBundle,
     ModelSpec,
-    load_bundle,
     save_bundle,
 )
+from pipeline.prompts import prompt_classes
 from segcore.errors import ConfigError
 from segcore.openvocab import OpenVocabSegmenter, attribute_prompts, attribute_scene
 
 HELD_OUT = "blue striped"
 _MEAN, _STD = [0.5] * 3, [0.25] * 3
-
-_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
-
-
-def prompt_classes(prompts: list[str]) -> list[ClassSpec]:
-    """The class table of a prompt list: ids 0..K-1 in order, stuff, palette colours."""
-    return [ClassSpec(id=i, name=p, color=_PALETTE[i % len(_PALETTE)])
-            for i, p in enumerate(prompts)]
-
 
 def _normalise(image: np.ndarray) -> torch.Tensor:
     x = image.astype(np.float32) / 255.0
@@ -157,45 +138,6 @@ def train_openvocab(out_dir: Path, *, seed: int = 0, steps: int = 400, held_out:
                   "heldout": figures},
     )
     return save_bundle(Path(out_dir), spec, net.state_dict())
-
-
-def bundle_with_prompts(bundle: ModelBundle, prompts: list[str], work_dir: Path) -> ModelBundle:
-    """A copy of an open-vocabulary bundle that segments ``prompts`` (classes 0..K-1).
-
-    Written under ``work_dir/<name>-<digest of prompts>/``: ``model.yaml`` with the new
-    class table and the original weights (hard link, else copy). Idempotent.
-
-    Raises
-    ------
-    ConfigError
-        If the bundle is not open-vocabulary (its ``model.yaml`` has no ``prompts``).
-    """
-    if bundle.spec.prompts is None:
-        raise ConfigError(
-            f"--prompts: model '{bundle.name}' is not an open-vocabulary model (its model.yaml "
-            f"has no 'prompts'); its classes are fixed: {', '.join(bundle.spec.class_names)}")
-    if bundle.spec.format.value != "state_dict":
-        raise ConfigError(
-            f"--prompts: model '{bundle.name}' is a {bundle.spec.format.value} program whose "
-            "prompt embeddings are frozen in it; re-prompting needs a state_dict bundle")
-    prompts = [p.strip() for p in prompts]
-    digest = hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:12]
-    target = Path(work_dir) / f"{bundle.name}-{digest}"
-    spec = bundle.spec.model_copy(update={"prompts": prompts, "classes": prompt_classes(prompts)})
-    spec = ModelSpec.model_validate(spec.model_dump())  # re-validate the new class table
-    target.mkdir(parents=True, exist_ok=True)
-    weights = target / spec.weights
-    if not weights.exists():
-        tmp = weights.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(bundle.weights_path, tmp)
-        except OSError:
-            shutil.copyfile(bundle.weights_path, tmp)
-        tmp.replace(weights)
-    (target / "model.yaml").write_text(yaml.safe_dump(json.loads(spec.model_dump_json()),
-                                                      sort_keys=False))
-    return load_bundle(target)
 
 
 def main(argv: list[str] | None = None) -> None:

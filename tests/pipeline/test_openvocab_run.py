@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from pipeline.bundle import load_bundle
 from pipeline.options import RunOptions
-from pipeline.training.openvocab import HELD_OUT, bundle_with_prompts, train_openvocab
+from pipeline.prompts import bundle_with_prompts
+from pipeline.training.openvocab import HELD_OUT, train_openvocab
 from pipeline.run.stages import Workspace, run_scene
 from pipeline.discovery import Scene, SceneKind
 from segcore.errors import ConfigError

@@ -11,7 +11,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 import pipeline.synthdata.satellite as synthetic
-from pipeline.synthdata.satellite import UNLABELLED, SceneFiles, label_dtype, nodata_wedge, write_scene
+from pipeline.synthdata.satellite import UNLABELLED, SceneFiles, label_file_dtype, nodata_wedge, write_scene
 from segcore.errors import ConfigError, InputError
 from segcore.geometry.window import Window
 from segcore.synthetic.satellite import SatelliteSceneSpec, render
@@ -103,8 +103,8 @@ def test_float32_reflectance_with_nan_nodata_and_explicit_transform(tmp_path):
 
 
 def test_label_dtype_widens_for_huge_scenes():
-    assert label_dtype(SatelliteSceneSpec(seed=0, height=2048, width=2048)) == "uint16"
-    assert label_dtype(SatelliteSceneSpec(seed=0, height=16384, width=16384)) == "uint32"
+    assert label_file_dtype(SatelliteSceneSpec(seed=0, height=2048, width=2048)) == "uint16"
+    assert label_file_dtype(SatelliteSceneSpec(seed=0, height=16384, width=16384)) == "uint32"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +14,7 @@ from typing import BinaryIO
 import numpy as np
 from nibabel.nifti1 import Nifti1Header
 
+from pipeline.atomic import atomic_path
 from pipeline.io.nifti.volume import (
     GZIP_LEVEL,
     NIFTI_INTENT_LABEL,
@@ -109,21 +109,14 @@ def _label_bytes(block: np.ndarray, canon: Slices3, dtype: np.dtype,
 
 
 def _write_atomically(path: Path, hdr: Nifti1Header, chunks: Iterable[memoryview | bytes]) -> None:
-    """Header, zero padding to vox_offset, then ``chunks``; temp file + os.replace."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if path.name.endswith(".gz"):
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                                   compresslevel=GZIP_LEVEL) as gz:
-                    _write_image(gz, hdr, chunks)
-            else:
-                _write_image(raw, hdr, chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Header, zero padding to vox_offset, then ``chunks``; atomically (pipeline.atomic)."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as raw:
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
+                               compresslevel=GZIP_LEVEL) as gz:
+                _write_image(gz, hdr, chunks)
+        else:
+            _write_image(raw, hdr, chunks)
 
 
 def _write_image(stream: BinaryIO, hdr: Nifti1Header, chunks: Iterable[memoryview | bytes]) -> None:
