@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 DEFAULT_CRON = "0 2 * * *"
-"""Every night at 02:00 (CONTRACT.md: ``segpipe nightly`` default)."""
+"""Every night at 02:00: the default schedule of ``segpipe nightly`` (``--cron``)."""
 DEFAULT_TIMEZONE = "UTC"
 DEPLOYMENT_NAME = "segpipe-nightly"
 FLOW_NAME = "nightly_pass"

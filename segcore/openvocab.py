@@ -2,7 +2,8 @@
 
 An image encoder maps every pixel to a feature ``f``; a text encoder maps any
 prompt ``c`` to ``t_c`` in the same space; a pixel's label is
-``argmax_c f . t_c / (||f|| ||t_c||)`` (SEED.md §8). The encoders are pluggable
+``argmax_c f . t_c / (||f|| ||t_c||)`` (the argmax of cosine similarity between
+the pixel feature and each prompt embedding). The encoders are pluggable
 (:class:`TextEncoder`); no pretrained weights are downloaded, so the built-in
 :class:`HashedBagOfWords` is a small learned compositional encoder: a prompt is
 the mean of its words, a word the mean of hashed vectors of the word and its

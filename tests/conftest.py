@@ -1,7 +1,7 @@
 """Session fixtures: a 2-CPU local Ray, Prefect's test harness, model bundles, scenes.
 
-Environment settings come first, before Prefect or Ray is imported
-(ENVIRONMENT.md): a private PREFECT_HOME, no telemetry, no server services,
+Environment settings come first, before Prefect or Ray is imported (both read
+them at import time): a private PREFECT_HOME, no telemetry, no server services,
 no Ray usage stats or token file.
 """
 
