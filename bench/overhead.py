@@ -40,7 +40,7 @@ def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
 
     from pipeline.inference.predictor import TilePredictor
     from pipeline.io.geotiff import GeoTiffReader, open_raster
-    from pipeline.run.stages import plan_tiles
+    from pipeline.run.plan import plan_tiles
 
     info = open_raster(scene)
     plan = plan_tiles(info.shape, bundle, options)
@@ -68,16 +68,16 @@ def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
 
 def pipeline_run(scene: Path, bundle, options, workers: int) -> dict:
     from pipeline.inference.pool import PoolConfig, WorkerPool
-    from pipeline.run.stages import Workspace, run_scene
-    from pipeline.discovery import Scene, SceneKind
+    from pipeline.run import Workspace, run_scene
+    from pipeline.formats import Scene
 
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=workers, batch_size=options.batch_size))
     pool.describe()
     try:
         with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as out:
-            ws = Workspace(Scene(scene, scene.stem, SceneKind.GEOTIFF), Path(out))
+            ws = Workspace(Scene(scene, scene.stem, "geotiff"), Path(out))
             start = time.perf_counter()
-            report = run_scene(ws, bundle, options, pool)
+            report = run_scene(ws, bundle, options, pool).report.to_json()
             total = time.perf_counter() - start
     finally:
         pool.shutdown()

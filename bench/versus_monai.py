@@ -67,8 +67,8 @@ def ours_run(scene: Path, bundle, options):
     import ray
 
     from pipeline.inference.pool import PoolConfig, WorkerPool
-    from pipeline.run.stages import Workspace, run_scene
-    from pipeline.discovery import Scene, SceneKind
+    from pipeline.run import Workspace, run_scene
+    from pipeline.formats import Scene
     from pipeline.store import SEMANTIC, open_store
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -76,9 +76,9 @@ def ours_run(scene: Path, bundle, options):
                                                    batch_size=options.batch_size))
     pool.describe()
     with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as out:
-        ws = Workspace(Scene(scene, scene.stem, SceneKind.GEOTIFF), Path(out))
+        ws = Workspace(Scene(scene, scene.stem, "geotiff"), Path(out))
         start = time.perf_counter()
-        report = run_scene(ws, bundle, options, pool)
+        report = run_scene(ws, bundle, options, pool).report.to_json()
         seconds = time.perf_counter() - start
         labels = open_store(ws.final / "scene.zarr")[SEMANTIC][:]
     pool.shutdown()
@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     from memory import bench_setup
     from pipeline.io.geotiff import open_raster
-    from pipeline.run.stages import plan_tiles
+    from pipeline.run.plan import plan_tiles
 
     scene, bundle, options = bench_setup(args.size, args.model, args.tile)
     halo = plan_tiles(open_raster(scene).shape, bundle, options).halo

@@ -23,28 +23,17 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import publish_batch
-from flows.nightly import pass_counts
-from flows.segment_scene import _as_task, failure_reason, in_flight, start_pool
-from pipeline.report.batch import SceneOutcome, write_batch
+from flows.artifacts import pass_summary
+from flows.segment_scene import root_cause, run_batch, stage_as_task, start_pool
 from pipeline.bundle import load_bundle
+from pipeline.discovery import discover, match_labels
 from pipeline.options import load_run_options
-from pipeline.run.resume import will_reuse
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, discover, match_labels
+from pipeline.run import SceneResult, Workspace, run_scene
 from segcore.errors import ConfigError, InputError, ModelError
 
 DEFAULT_RETRIES = 2
 ARCHIVE_TAG = "segpipe-archive"
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InputError, ModelError, ConfigError)
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The error a Ray task raised, unwrapped from ``RayTaskError`` (``.cause``)."""
-    seen = 0
-    while isinstance(getattr(exc, "cause", None), BaseException) and seen < 8:
-        exc, seen = exc.cause, seen + 1  # type: ignore[assignment]
-    return exc
 
 
 def should_retry(exc: BaseException | None) -> bool:
@@ -84,9 +73,9 @@ class AttemptLog:
 
 
 @task(name="segment-volume", cache_policy=NO_CACHE, persist_result=False, tags=[ARCHIVE_TAG])
-def segment_volume(workspace: Workspace, bundle, options, pool) -> dict:
-    """One volume end to end (stages as nested tasks); returns its report."""
-    return run_scene(workspace, bundle, options, pool, call=_as_task)
+def segment_volume(workspace: Workspace, bundle, options, pool) -> SceneResult:
+    """One volume end to end (stages as nested tasks); returns its result."""
+    return run_scene(workspace, bundle, options, pool, call=stage_as_task)
 
 
 @flow(name="archive_batch", validate_parameters=False, persist_result=False)
@@ -114,8 +103,8 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
     Returns
     -------
     dict
-        Counts (``scenes``, ``computed``, ``reused``, ``failed``), ``exit_code``
-        (0/1), ``attempts`` per scene id, ``batch`` path and ``outcomes``.
+        As :func:`flows.artifacts.pass_summary` (counts, ``exit_code``, ``outcomes``, ...)
+        plus ``attempts`` per scene id.
     """
     if retries < 0:
         raise ConfigError(f"retries: expected an integer >= 0, received {retries!r}")
@@ -129,35 +118,19 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
     own_pool = pool is None
     pool = start_pool(bundle, run_options) if own_pool else pool
 
-    def one(scene: Scene) -> SceneOutcome:
-        ws = Workspace(scene, out_dir, label_map.get(scene.scene_id))
-        reused = will_reuse(scene.path, ws.final, bundle, run_options)
+    def submit(ws: Workspace) -> Any:
         volume_task = segment_volume.with_options(
-            task_run_name=f"segment-volume-{scene.scene_id}", retries=retries,
+            task_run_name=f"segment-volume-{ws.scene.scene_id}", retries=retries,
             retry_delay_seconds=retry_delay_s,
-            retry_condition_fn=partial(log.decide, scene.scene_id))
-        state = volume_task(ws, bundle, run_options, pool, return_state=True)
-        if state.is_completed():
-            return SceneOutcome.from_report(state.result(), ws.final / "report.json",
-                                            reused=reused)
-        exc = state.result(raise_on_failure=False)
-        exc = exc if isinstance(exc, BaseException) else RuntimeError(str(state.message))
-        return SceneOutcome(scene.scene_id, str(scene.path), "failed",
-                            reason=failure_reason(exc), kind=scene.kind.value)
+            retry_condition_fn=partial(log.decide, ws.scene.scene_id))
+        return volume_task(ws, bundle, run_options, pool, return_state=True)
 
     try:
-        outcomes = in_flight(one, scenes, run_options.scenes_in_flight)
+        result = run_batch(scenes, out_dir, label_map, submit=submit, model=bundle.name,
+                           limit=run_options.scenes_in_flight)
     finally:
         if own_pool:
             pool.shutdown()
-    write_batch(out_dir, outcomes, model=bundle.name)
-    counts = pass_counts(outcomes)
-    keys = publish_batch("segpipe-archive", f"segpipe archive {root} ({bundle.name})",
-                         outcomes, counts, out_dir)
-    return {
-        **counts, "exit_code": 1 if counts["failed"] else 0, "model": bundle.name,
-        "batch": str(out_dir / "batch.json"), "artifacts": keys,
-        "attempts": {s.scene_id: log.attempts(s.scene_id) for s in scenes},
-        "outcomes": [{"scene_id": o.scene_id, "status": o.status, "reused": o.reused,
-                      "reason": o.reason, "report": o.report} for o in outcomes],
-    }
+    return {**pass_summary("segpipe-archive", f"segpipe archive {root} ({bundle.name})",
+                           result, out_dir, bundle.name),
+            "attempts": {s.scene_id: log.attempts(s.scene_id) for s in scenes}}

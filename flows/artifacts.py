@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pipeline.report.batch import SceneOutcome
+from flows.exit_codes import ExitCode
+from flows.segment_scene import BatchResult
+from pipeline.report.batch import BatchRow
 
 _KEY_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -27,7 +30,7 @@ def artifact_key(*parts: str) -> str:
     return _KEY_UNSAFE.sub("-", text).strip("-") or "segpipe"
 
 
-def scene_rows(outcomes: list[SceneOutcome]) -> list[dict]:
+def scene_rows(outcomes: list[BatchRow]) -> list[dict]:
     """One table row per scene: id, status, reused/computed and headline figures."""
     rows = []
     for o in outcomes:
@@ -35,8 +38,8 @@ def scene_rows(outcomes: list[SceneOutcome]) -> list[dict]:
                          if k.startswith(("area_m2.", "volume_ml.")))
         rows.append({
             "scene_id": o.scene_id,
-            "status": o.status,
-            "run": "failed" if o.status != "ok" else ("reused" if o.reused else "computed"),
+            "status": o.status.value,
+            "run": "failed" if not o.ok else ("reused" if o.reused else "computed"),
             "miou": o.miou, "dice": o.dice, "pq": o.pq,
             "classes": ", ".join(classes),
             "tiles": o.tiles,
@@ -51,7 +54,7 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def summary_markdown(title: str, outcomes: list[SceneOutcome], counts: dict,
+def summary_markdown(title: str, outcomes: list[BatchRow], counts: dict,
                      out_dir: Path) -> str:
     """A markdown summary with file:// links to every scene's ``report.html``."""
     lines = [f"# {title}", "",
@@ -63,12 +66,12 @@ def summary_markdown(title: str, outcomes: list[SceneOutcome], counts: dict,
     for row, o in zip(scene_rows(outcomes), outcomes):
         link = f"[report.html]({Path(row['report']).resolve().as_uri()})" if row["report"] else \
             row["reason"].replace("|", "\\|")
-        lines.append(f"| {o.scene_id} | {o.status} | {row['run']} | {_fmt(o.miou)} | "
+        lines.append(f"| {o.scene_id} | {o.status.value} | {row['run']} | {_fmt(o.miou)} | "
                      f"{_fmt(o.pq)} | {link} |")
     return "\n".join(lines) + "\n"
 
 
-def publish_batch(prefix: str, title: str, outcomes: list[SceneOutcome], counts: dict,
+def publish_batch(prefix: str, title: str, outcomes: list[BatchRow], counts: dict,
                   out_dir: Path) -> dict[str, str]:
     """Create the table and markdown artifacts; returns their keys."""
     keys = {"table": artifact_key(prefix, "scenes"), "markdown": artifact_key(prefix, "summary")}
@@ -77,3 +80,15 @@ def publish_batch(prefix: str, title: str, outcomes: list[SceneOutcome], counts:
     create_markdown_artifact(summary_markdown(title, outcomes, counts, out_dir),
                              key=keys["markdown"], description=title)
     return keys
+
+
+def pass_summary(prefix: str, title: str, result: BatchResult, out_dir: Path,
+                 model: str) -> dict[str, Any]:
+    """Publish a batch's artifacts; the flow's return value (counts, exit code, rows)."""
+    counts = result.counts()
+    keys = publish_batch(prefix, title, result.outcomes, counts, out_dir)
+    return {
+        **counts, "exit_code": int(ExitCode.for_failures(counts["failed"])),
+        "model": model, "batch": str(out_dir / "batch.json"), "artifacts": keys,
+        "outcomes": [o.model_dump(mode="json", exclude={"figures"}) for o in result.outcomes],
+    }

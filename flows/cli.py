@@ -1,14 +1,17 @@
-"""The ``segpipe`` command line (CONTRACT.md).
+"""The ``segpipe`` command line (reference: ``docs/cli.md``).
 
-Exit codes: 0 every scene succeeded; 1 some scenes failed and the rest
-completed; 2 the command was unusable (bad flag, no input, unreadable model)
-and no work was started. Problems are one line each; ``--debug`` adds tracebacks.
+Exit codes (:class:`flows.exit_codes.ExitCode`): 0 every scene succeeded; 1 some
+scenes failed and the rest completed; 2 the command was unusable (bad flag, no
+input, unreadable model) and no work was started; 3 an unexpected internal error.
+Problems are one line each; ``--debug`` adds tracebacks.
 """
 
 from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,18 +21,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flows import environment
+from flows.exit_codes import ExitCode
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="segpipe: seamless segmentation of huge GeoTIFF scenes and NIfTI volumes.")
 err = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE = 0, 1, 2
 
 
-def _fail(message: str, code: int = EXIT_UNUSABLE) -> typer.Exit:
+def _fail(message: str, code: int = ExitCode.UNUSABLE) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code)
+    return typer.Exit(int(code))
+
+
+@contextmanager
+def unusable_on_error(debug: bool = False) -> Iterator[None]:
+    """A segpipe error inside the block is one line and exit 2 (traceback with --debug)."""
+    from segcore.errors import SegpipeError
+
+    try:
+        yield
+    except SegpipeError as exc:
+        if debug:
+            traceback.print_exc()
+        raise _fail(str(exc)) from None
 
 
 class RichProgress:
@@ -52,24 +68,21 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
     """Validate everything up front (exit 2), then segment; returns (exit code, outcomes)."""
     environment.configure(debug)
     from pipeline.bundle import load_bundle
-    from pipeline.options import load_run_options
     from pipeline.discovery import discover, match_labels
-    from segcore.errors import SegpipeError
+    from pipeline.options import load_run_options
+    from pipeline.run.workspace import prepare_out_dir
 
-    try:
+    with unusable_on_error(debug):
         options = load_run_options(config, overrides)
         scenes = discover(inputs)
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
+        out_dir = prepare_out_dir(out_dir)
         if options.prompts is not None:  # open-vocabulary: a run-specific bundle copy
             from pipeline.prompts import bundle_with_prompts
 
-            bundle = bundle_with_prompts(bundle, options.prompts, Path(out_dir) / ".prompts")
+            bundle = bundle_with_prompts(bundle, options.prompts, out_dir / ".prompts")
         bundle.build()  # an unreadable model is caught before any work starts
-    except SegpipeError as exc:
-        if debug:
-            traceback.print_exc()
-        raise _fail(str(exc)) from None
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -83,23 +96,18 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
                TextColumn("tiles"), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as progress, \
             progress_sink(RichProgress(progress)), \
-            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        try:
-            result = segment_batch(scenes, bundle, options, Path(out_dir), label_map)
-        except SegpipeError as exc:  # e.g. workers the cluster cannot place: nothing ran
-            if debug:
-                traceback.print_exc()
-            raise _fail(str(exc)) from None
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            unusable_on_error(debug):  # e.g. workers the cluster cannot place: nothing ran
+        result = segment_batch(scenes, bundle, options, out_dir, label_map)
     for outcome in result.outcomes:
-        if outcome.status == "ok":
+        if outcome.ok:
             err.print(f"[green]ok[/]     {outcome.scene_id}  {outcome.seconds:.1f} s  {outcome.report}")
         else:
             err.print(f"[bold red]failed[/] {outcome.scene_id}: {outcome.reason}", soft_wrap=True)
             if debug and outcome.scene_id in result.errors:
                 exc = result.errors[outcome.scene_id]
                 traceback.print_exception(type(exc), exc, exc.__traceback__)
-    code = EXIT_SOME_FAILED if result.failed else EXIT_OK
-    return code, result.outcomes
+    return ExitCode.for_failures(result.failed), result.outcomes
 
 
 @app.command()
@@ -130,15 +138,12 @@ def run(
     """Segment scenes with a model; write Zarr, COGs/NIfTI and reports per scene."""
     from pipeline.options import parse_bands, parse_prompts
     from pipeline.spacing import SpacingPolicy
-    from segcore.errors import SegpipeError
     from segcore.hints import parse_choice
 
-    try:
+    with unusable_on_error(debug):
         band_list = parse_bands(bands)
         prompt_list = parse_prompts(prompts)
         policy = None if spacing is None else parse_choice(SpacingPolicy, spacing, name="--spacing")
-    except SegpipeError as exc:
-        raise _fail(str(exc)) from None
     overrides = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers,
                  "gpus_per_worker": gpus_per_worker, "bands": band_list,
                  "ray_address": ray_address, "resume": False if no_resume else None,
@@ -146,7 +151,7 @@ def run(
                  "prompts": prompt_list}
     code, _ = run_batch(inputs, model, out, labels=labels, overrides=overrides, config=config,
                         debug=debug)
-    raise typer.Exit(code)
+    raise typer.Exit(int(code))
 
 
 @app.command()
@@ -160,7 +165,6 @@ def demo(
     debug: Annotated[bool, typer.Option(help="Show tracebacks and library logs.")] = False,
 ) -> None:
     """Generate a synthetic satellite scene (or phantom archive), segment it, print a summary."""
-    import json
     import time
 
     from pipeline.synthdata.demo import ensure_demo_scene, ensure_medical_archive
@@ -176,41 +180,43 @@ def demo(
         image, truth = ensure_demo_scene(out / "inputs", size=size, seed=seed)
         code, outcomes = run_batch([str(image)], "demo-satellite", out, labels=str(truth),
                                    overrides={}, config=None, debug=debug)
+    from pipeline.report.model import SceneReport
+
     for outcome in outcomes:
-        if outcome.status == "ok":
-            report = json.loads(Path(outcome.report).read_text())
-            stdout.print(summary_table(report))
+        if outcome.ok:
+            stdout.print(summary_table(SceneReport.read(Path(outcome.report))))
             stdout.print(f"report: {Path(outcome.report).with_suffix('.html')}")
     stdout.print(f"demo wall time: {time.perf_counter() - start:.1f} s")
-    raise typer.Exit(code)
+    raise typer.Exit(int(code))
 
 
-def summary_table(report: dict) -> Table:
-    """The per-class summary of a report as a rich table."""
-    volume = report.get("kind") == "nifti"
+def summary_table(report) -> Table:
+    """The per-class summary of a :class:`~pipeline.report.model.SceneReport` as a table."""
+    from pipeline.report.model import SizeUnit
+
+    classes = report.summary.classes
+    volume = any(c.unit is SizeUnit.VOLUME_ML for c in classes.values())
     unit = "voxels" if volume else "px"
-    table = Table(title=f"{report['scene_id']}  ({' x '.join(map(str, report['shape']))} {unit}, "
-                        f"{report['timings_s']['total']:.1f} s)")
-    metrics_all = report.get("metrics") or {}
-    sem = (metrics_all.get("semantic") or {}).get("per_class", {})
-    surface = metrics_all.get("surface") or {}
+    table = Table(title=f"{report.scene_id}  ({' x '.join(map(str, report.shape))} {unit}, "
+                        f"{report.timings_s.total:.1f} s)")
+    metrics = report.metrics
+    sem = metrics.semantic.per_class if metrics else {}
+    surface = (metrics.surface if metrics else None) or {}
     cols = ["class", unit, "share %", "volume mL" if volume else "area km²", "IoU", "Dice"]
     cols += ["HD95 mm"] if surface else []
     for col in cols:
         table.add_column(col, justify="left" if col == "class" else "right")
-    classes = report["summary"]["classes"]
-    total = sum(c["pixels"] for c in classes.values()) or 1
+    total = sum(c.pixels for c in classes.values()) or 1
     for name, c in classes.items():
-        m = sem.get(name, {})
-        size = f"{c['volume_ml']:,.2f}" if volume else f"{c['area_m2'] / 1e6:,.3f}"
-        row = [name, f"{c['pixels']:,}", f"{100 * c['pixels'] / total:.1f}", size,
-               _num(m.get("iou")), _num(m.get("dice"))]
+        m = sem.get(name)
+        size = f"{c.size:,.2f}" if volume else f"{c.size / 1e6:,.3f}"
+        row = [name, f"{c.pixels:,}", f"{100 * c.pixels / total:.1f}", size,
+               _num(m.iou if m else None), _num(m.dice if m else None)]
         if surface:
-            row.append(_num((surface.get(name) or {}).get("hd95_mm")))
+            row.append(_num(surface[name].hd95_mm if name in surface else None))
         table.add_row(*row)
-    metrics = (report.get("metrics") or {}).get("semantic")
     if metrics:
-        table.caption = f"mIoU {metrics['miou']:.4f}   Dice {metrics['dice']:.4f}"
+        table.caption = f"mIoU {metrics.semantic.miou:.4f}   Dice {metrics.semantic.dice:.4f}"
     return table
 
 
@@ -246,9 +252,10 @@ def train(
         help="Bundle format: state_dict (default), torchscript or export.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Train a built-in architecture and write a model bundle (checkpoints every
+    """Train a built-in architecture (open-vocabulary ones included, see
+    configs/demo-openvocab.yaml) and write a model bundle (checkpoints every
     ``checkpoint_every`` steps; ``--resume`` continues an interrupted run)."""
-    from pipeline.training.loop import load_train_config, train_bundle
+    from pipeline.training import load_train_config, train_bundle
     from segcore.errors import SegpipeError
 
     try:
@@ -287,14 +294,9 @@ _NIGHTLY_FLAGS = {"inbox": "--inbox", "out": "--out", "model": "--model",
 def _settings(config: Optional[Path], flags: dict, debug: bool):
     """Effective settings (flags > SEGPIPE_* env > config file > defaults) or exit 2."""
     from flows.settings import load_settings
-    from segcore.errors import SegpipeError
 
-    try:
+    with unusable_on_error(debug):
         return load_settings(config, flags, flag_names=_NIGHTLY_FLAGS)
-    except SegpipeError as exc:
-        if debug:
-            traceback.print_exc()
-        raise _fail(str(exc)) from None
 
 
 def _required(settings, name: str) -> str:
@@ -353,15 +355,10 @@ def nightly(
     inbox_s, out_s, model_s = (_required(settings, k) for k in ("inbox", "out", "model"))
     options = settings.run.overrides()
     from flows.nightly import nightly_schedule, prepare, serve_nightly
-    from segcore.errors import SegpipeError
 
-    try:
+    with unusable_on_error(debug):
         schedule = nightly_schedule(settings.schedule.cron, settings.schedule.timezone)
         prepare(inbox_s, out_s, model_s, options, labels)
-    except SegpipeError as exc:
-        if debug:
-            traceback.print_exc()
-        raise _fail(str(exc)) from None
     if not once:
         import logging
 
@@ -379,18 +376,13 @@ def _nightly_once(inbox: str, out: str, model: str, options: dict, labels: Optio
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.nightly import nightly_pass
-    from segcore.errors import SegpipeError
 
     if not debug:
         environment.silence_library_logs()
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        try:
-            result = nightly_pass(inbox=inbox, out=out, model=model, options=options,
-                                  labels=labels)
-        except SegpipeError as exc:  # e.g. workers the cluster cannot place: nothing ran
-            if debug:
-                traceback.print_exc()
-            raise _fail(str(exc)) from None
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            unusable_on_error(debug):  # e.g. workers the cluster cannot place: nothing ran
+        result = nightly_pass(inbox=inbox, out=out, model=model, options=options,
+                              labels=labels)
     _print_pass(result)
     return int(result["exit_code"])
 
@@ -412,12 +404,22 @@ def config_show(
 
 
 def main() -> None:
-    """Entry point of the ``segpipe`` script."""
+    """Entry point of the ``segpipe`` script.
+
+    An error nobody anticipated is one line and exit 3 (its traceback with ``--debug``).
+    """
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if "--debug" in sys.argv[1:]:
+            traceback.print_exc()
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {text} "
+                  "(rerun with --debug for the traceback)", soft_wrap=True)
+        sys.exit(int(ExitCode.INTERNAL))
 
 
 if __name__ == "__main__":

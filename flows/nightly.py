@@ -19,16 +19,16 @@ from typing import Any
 from prefect import flow
 from prefect.schedules import Cron, Schedule
 
-from flows.artifacts import publish_batch
+from flows.artifacts import pass_summary
 from flows.schedule import DEFAULT_CRON, DEFAULT_TIMEZONE, FLOW_NAME
-from flows.segment_scene import segment_batch
-from pipeline.report.batch import SceneOutcome, write_batch
+from flows.segment_scene import BatchResult, segment_batch
 from pipeline.bundle import ModelBundle, load_bundle
+from pipeline.discovery import Scene, discover, match_labels, scan
 from pipeline.options import RunOptions, load_run_options
-from pipeline.discovery import Scene, discover, kind_of, match_labels
+from pipeline.report.batch import write_batch
+from pipeline.run.workspace import prepare_out_dir
 from segcore.errors import ConfigError
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE = 0, 1, 2
 ARTIFACT_PREFIX = "segpipe-nightly"
 
 
@@ -51,10 +51,8 @@ def inbox_scenes(inbox: str | Path, out: str | Path) -> list[Scene]:
     if out.resolve().is_relative_to(inbox.resolve()):
         raise ConfigError(f"--out {out}: is inside --inbox {inbox}; its exports would be "
                           "taken for new scenes, choose a directory outside the inbox")
-    if not any(p.is_file() and kind_of(p) is not None and not p.name.startswith(".")
-               for p in inbox.rglob("*")):
-        return []
-    return discover([inbox])
+    scenes = scan(inbox)
+    return discover([inbox]) if scenes else []
 
 
 def pass_options(options: dict[str, Any] | None) -> RunOptions:
@@ -71,13 +69,8 @@ def prepare(inbox: str | Path, out: str | Path, model: str,
     label_map = match_labels(scenes, labels) if scenes else {}
     bundle = load_bundle(model)
     bundle.build()  # an unreadable model is caught before any work starts
+    prepare_out_dir(out)
     return scenes, bundle, run_options, label_map
-
-
-def pass_counts(outcomes: list[SceneOutcome]) -> dict[str, int]:
-    ok = [o for o in outcomes if o.status == "ok"]
-    return {"scenes": len(outcomes), "computed": sum(not o.reused for o in ok),
-            "reused": sum(o.reused for o in ok), "failed": len(outcomes) - len(ok)}
 
 
 @flow(name=FLOW_NAME, validate_parameters=False, persist_result=False)
@@ -113,22 +106,13 @@ def nightly_pass(inbox: str, out: str, model: str, options: dict[str, Any] | Non
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if scenes:
-        outcomes = segment_batch(scenes, bundle, run_options, out_dir, label_map,
-                                 pool=pool).outcomes
+        result = segment_batch(scenes, bundle, run_options, out_dir, label_map, pool=pool)
     else:
-        outcomes = []
-        write_batch(out_dir, outcomes, model=bundle.name)
-    counts = pass_counts(outcomes)
-    keys = publish_batch(ARTIFACT_PREFIX, f"segpipe nightly pass ({bundle.name})", outcomes,
-                         counts, out_dir)
-    return {
-        **counts, "exit_code": EXIT_SOME_FAILED if counts["failed"] else EXIT_OK,
-        "model": bundle.name, "inbox": str(inbox), "out": str(out_dir),
-        "batch": str(out_dir / "batch.json"), "artifacts": keys,
-        "outcomes": [{"scene_id": o.scene_id, "status": o.status, "reused": o.reused,
-                      "reason": o.reason, "report": o.report, "seconds": o.seconds}
-                     for o in outcomes],
-    }
+        write_batch(out_dir, [], model=bundle.name)
+        result = BatchResult([], {})
+    return {**pass_summary(ARTIFACT_PREFIX, f"segpipe nightly pass ({bundle.name})", result,
+                           out_dir, bundle.name),
+            "inbox": str(inbox), "out": str(out_dir)}
 
 
 def serve_nightly(inbox: str, out: str, model: str, *, options: dict[str, Any] | None = None,

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from segcore.classes import ClassRow
 from segcore.errors import ModelError
 from segcore.hints import did_you_mean
 
@@ -161,6 +162,16 @@ class ModelSpec(BaseModel):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def class_rows(self) -> list[ClassRow]:
+        """The class table ordered by id, as ``(id, name, isthing)`` rows."""
+        return [ClassRow(c.id, c.name, c.isthing) for c in sorted(self.classes, key=lambda c: c.id)]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        """Class colours ordered by id."""
+        return [c.color for c in sorted(self.classes, key=lambda c: c.id)]
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The per-scene Zarr v3 store (``scene.zarr``) and its arrays.
 
-Layout (CONTRACT.md): ``image`` ``(C, H, W)`` in the input's dtype, ``valid``
+Layout (``docs/outputs.md``): ``image`` ``(C, H, W)`` in the input's dtype, ``valid``
 ``(H, W)`` bool (False = input nodata), ``semantic`` ``(H, W)`` class ids with
 255 (65535 for uint16) as nodata, ``instance`` (scene-unique ids, 0 = none) and
 ``panoptic`` (uint32 segment ids, 0 = void); ``instance_raw`` holds the tiles'
 instance ids before cross-tile stitching. Label arrays are chunked exactly like the tile
 grid's cores, so each worker owns whole chunks and no two writers ever share one
-(ENVIRONMENT.md: writers sharing a chunk or shard lose data). No sharding.
+(Zarr writers in different processes that share a chunk or shard lose data). No sharding.
 Group attrs hold the georeferencing, class table and model provenance.
 """
 

@@ -1,4 +1,4 @@
-"""One-to-one set matching for set-prediction training (SEED §5).
+"""One-to-one set matching for set-prediction training.
 
 ``hungarian_match`` solves the linear assignment problem (minimum total cost,
 one-to-one, rectangular allowed) with the shortest-augmenting-path form of the
@@ -193,7 +193,7 @@ def set_prediction_cost(
     focal_alpha: float = 0.25,
     focal_gamma: float = 2.0,
 ) -> torch.Tensor:
-    r"""DETR-style pairwise matching cost between N predictions and M targets (SEED §5).
+    r"""DETR-style pairwise matching cost between N predictions and M targets.
 
     .. math::
 

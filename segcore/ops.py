@@ -1,4 +1,4 @@
-"""Proposal-based detection ops in pure torch (SEED §3): ROIAlign, box IoU, NMS.
+"""Proposal-based detection ops in pure torch: ROIAlign, box IoU, NMS.
 
 Same semantics as ``torchvision.ops.roi_align`` / ``box_iou`` / ``nms``
 (torchvision is not a dependency of segcore). Everything is vectorised torch
@@ -84,7 +84,7 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = True,
 ) -> torch.Tensor:
-    """ROIAlign: pool each box to a fixed grid by bilinear sampling, no rounding (SEED §3).
+    """ROIAlign: pool each box to a fixed grid by bilinear sampling, no rounding.
 
     Same semantics as ``torchvision.ops.roi_align``. Each output bin averages
     ``grid_h * grid_w`` regularly spaced samples; each sample is bilinearly
@@ -272,7 +272,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
 
 
 def bilinear_gradient_ratio(a: Number, b: Number) -> Number:
-    """Squared gradient norm of bilinear over nearest-neighbour sampling (SEED §3).
+    """Squared gradient norm of bilinear over nearest-neighbour sampling.
 
     A sample at ``(i + a, j + b)`` with upstream gradient ``delta`` sends
     ``delta * (1-a)(1-b)``, ``delta * a(1-b)``, ``delta * (1-a) b`` and

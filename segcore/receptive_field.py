@@ -1,6 +1,6 @@
 """Receptive fields: closed forms, an analytic chain rule and an empirical probe.
 
-The pipeline sizes the tile halo from the receptive field (SEED §2): a halo of
+The pipeline sizes the tile halo from the receptive field: a halo of
 at least half the receptive field makes tiled inference equal untiled inference
 for a convolutional model whose window origins are multiples of its stride.
 
@@ -125,7 +125,7 @@ def chain(layers: Sequence[Layer]) -> int:
 
 
 def dilated_stack(kernel: int, dilation: int, layers: int) -> int:
-    """Receptive field of ``layers`` stride-1 convolutions, SEED §2.
+    """Receptive field of ``layers`` stride-1 convolutions.
 
     ``R_l = 1 + l * d * (k - 1)``.
 
@@ -177,7 +177,7 @@ def aspp(
     dilations: Sequence[int],
     mode: str = "cascade",
 ) -> int:
-    """Receptive field of a backbone followed by atrous (dilated) layers, SEED §2.
+    """Receptive field of a backbone followed by atrous (dilated) layers.
 
     ``"cascade"``: ``R = r_base + (k - 1) * S * sum(d)`` (layers applied one
     after another). ``"parallel"``: ``R = r_base + (k - 1) * S * max(d)``

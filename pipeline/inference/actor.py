@@ -21,9 +21,7 @@ import ctypes
 import math
 import os
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from pipeline.bundle import load_bundle
 from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
+from pipeline.streaming.tile_outcome import TileOutcome, pack_patch
 from segcore.geometry.grid import Tile, TileGrid
 from segcore.labels.stitch import core_instances, halo_cut_ids, neighbour_overlaps, offset_ids
 
@@ -43,39 +42,8 @@ def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
 
     A core cannot hold more instances than pixels, so ranges never overlap.
     """
-    flat = int(np.ravel_multi_index(index, grid.grid_shape))
+    flat = grid.flat_index(index)
     return flat * int(np.prod(grid.tile))
-
-
-def pack_patch(patch: np.ndarray) -> bytes:
-    """Compress a uint64 label patch (mostly zeros and runs) for the trip to the driver.
-
-    Small results travel inline with the task reply; large ones would go through
-    Ray's shared-memory object store, whose pages stay resident in every process
-    that touched them, so memory would grow with the number of tiles.
-    """
-    return zlib.compress(np.ascontiguousarray(patch, dtype=np.uint64).tobytes(), 1)
-
-
-def unpack_patch(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(data), dtype=np.uint64).reshape(shape)
-
-
-@dataclass(frozen=True)
-class TileOutcome:
-    """What a tile sends back: timings and, for instance models, stitching records."""
-
-    index: tuple[int, ...]
-    seconds: float
-    worker: str
-    id_offset: int = 0
-    id_count: int = 0
-    retried: bool = False  # an earlier attempt at this tile was recorded (crash, kill)
-    skipped: bool = False  # no valid pixel in the core: the model did not run
-    cut_ids: np.ndarray | None = None
-    # (neighbour index, window start, window stop, this tile's global ids there, packed)
-    patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bytes]] = field(
-        default_factory=list)
 
 
 class TileWorker:
@@ -131,7 +99,7 @@ class TileWorker:
     def _begin(self, grid: TileGrid, tile: Tile, records: str | None, scene_id: str,
                faults: dict[str, str]) -> bool:
         """Mark the attempt; apply injected faults. True when this tile is being retried."""
-        flat = int(np.ravel_multi_index(tile.index, grid.grid_shape))
+        flat = grid.flat_index(tile.index)
         retried = rec.mark_started(records, flat) if records else False
         delay = float(faults.get("delay_s", 0) or 0)
         if delay:
@@ -171,7 +139,7 @@ class TileWorker:
         elif self.predictor.has_instances:
             outcome["id_offset"] = id_offset(grid, tile.index)
         if records:
-            flat = int(np.ravel_multi_index(tile.index, grid.grid_shape))
+            flat = grid.flat_index(tile.index)
             rec.write_record(records, flat, TileOutcome(**outcome))
         return outcome
 

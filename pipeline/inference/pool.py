@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 import ray
 from ray.util import ActorPool
 
-from pipeline.inference.actor import RemoteTileWorker, TileOutcome
+from pipeline.inference.actor import RemoteTileWorker
+from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.inference.placement import (
     SCHEDULING_STRATEGY,
     default_cpus_per_worker,

@@ -4,7 +4,7 @@ An actor writes a tile's core chunks first and only then its record
 ``<dir>/<flat index>.done`` (written to a temporary name and renamed, so a
 record is either whole or absent). A tile without a record is computed again,
 so a tile killed half-way through its writes is never taken as done. The record
-holds the tile's :class:`~pipeline.inference.actor.TileOutcome` (id range, cut
+holds the tile's :class:`~pipeline.streaming.tile_outcome.TileOutcome` (id range, cut
 ids, boundary patches), which a resumed run feeds to the instance stitcher as if
 the tile had just finished, so the stitched result is the same.
 

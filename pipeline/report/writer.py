@@ -1,10 +1,12 @@
-"""``report.json`` (CONTRACT.md keys) and ``report.html`` for one scene."""
+"""``report.html``: the human report of one scene, from its :class:`SceneReport`."""
 
 from __future__ import annotations
 
 import html
 import math
 from typing import Any
+
+from pipeline.report.model import SceneMetrics, SceneReport, SizeUnit
 
 
 class Markup(str):
@@ -41,58 +43,75 @@ figure{display:inline-block;margin:0 1em 1em 0}img{max-width:520px;border:1px so
 """
 
 
-def render_html(report: dict, colors: dict[str, tuple[int, int, int]], images: dict[str, str]) -> str:
-    """A self-contained human report (images are files beside it)."""
-    summary = report["summary"]["classes"]
-    total = sum(c["pixels"] for c in summary.values()) or 1
+def _class_table(report: SceneReport, colors: dict[str, tuple[int, int, int]]) -> str:
+    classes = report.summary.classes
+    total = sum(c.pixels for c in classes.values()) or 1
+    volumes = any(c.unit is SizeUnit.VOLUME_ML for c in classes.values())
     rows = []
-    volumes = report.get("kind") == "nifti"
-    for name, c in summary.items():
+    for name, c in classes.items():
         r, g, b = colors.get(name, (128, 128, 128))
         label = Markup(f'<span class="swatch" style="background:rgb({r},{g},{b})"></span>'
                        f"{html.escape(name)}")
-        size = c.get("volume_ml") if volumes else c.get("area_m2")
-        rows.append([label, c["pixels"], f"{100.0 * c['pixels'] / total:.1f}",
+        size = c.size
+        rows.append([label, c.pixels, f"{100.0 * c.pixels / total:.1f}",
                      None if size is None else (size if volumes else size / 1e6)])
-    class_table = _table(["class", "voxels" if volumes else "pixels", "share %",
-                          "volume mL" if volumes else "area km²"], rows)
-    t = report["tiles"]
-    run_rows = [["scene", report["scene_id"]], ["input", report["input"]],
-                ["model", report["model"]], ["shape", " x ".join(map(str, report["shape"]))],
-                ["tiles (computed / total)", f"{t['computed']} / {t['total']}"],
-                ["tile / halo (px)", f"{t.get('tile', '–')} / {t.get('halo', '–')}"]]
-    run_rows += [[f"time {k} (s)", v] for k, v in report["timings_s"].items()]
-    parts = [f"<h1>segpipe report: {html.escape(report['scene_id'])}</h1>",
-             _table(["", ""], run_rows), "<h2>Classes</h2>", class_table]
-    metrics = report.get("metrics")
-    if metrics and metrics.get("semantic"):
-        sem = metrics["semantic"]
-        parts += ["<h2>Metrics against labels</h2>",
-                  _table(["", "value"], [["mIoU", sem["miou"]], ["Dice", sem["dice"]]]),
-                  _table(["class", "IoU", "Dice"],
-                         [[n, v["iou"], v["dice"]] for n, v in sem["per_class"].items()])]
-    if metrics and metrics.get("surface"):
+    return _table(["class", "voxels" if volumes else "pixels", "share %",
+                   "volume mL" if volumes else "area km²"], rows)
+
+
+def _run_table(report: SceneReport) -> str:
+    t = report.tiles
+    rows = [["scene", report.scene_id], ["input", report.input], ["model", report.model],
+            ["shape", " x ".join(map(str, report.shape))],
+            ["tiles (computed / total)", f"{t.computed} / {t.total}"],
+            ["tile / halo (px)", f"{t.tile} / {t.halo}"]]
+    rows += [[f"time {k} (s)", v] for k, v in report.timings_s.model_dump().items()]
+    return _table(["", ""], rows)
+
+
+def _metric_tables(metrics: SceneMetrics) -> list[str]:
+    sem = metrics.semantic
+    parts = ["<h2>Metrics against labels</h2>",
+             _table(["", "value"], [["mIoU", sem.miou], ["Dice", sem.dice]]),
+             _table(["class", "IoU", "Dice"],
+                    [[n, v.iou, v.dice] for n, v in sem.per_class.items()])]
+    if metrics.surface:
         parts += ["<h2>Surface distance</h2>",
                   _table(["class", "HD95 (mm)"],
-                         [[n, v.get("hd95_mm")] for n, v in metrics["surface"].items()])]
-    instances = report["summary"].get("instances") or {}
+                         [[n, v.hd95_mm] for n, v in metrics.surface.items()])]
+    return parts
+
+
+def _panoptic_table(metrics: SceneMetrics) -> list[str]:
+    pan = metrics.panoptic
+    return ["<h2>Panoptic quality against labels</h2>",
+            _table(["class", "PQ", "SQ", "RQ"],
+                   [["all", pan.pq, pan.sq, pan.rq]]
+                   + [[n, v.pq, v.sq, v.rq] for n, v in pan.per_class.items()])]
+
+
+def render_html(report: SceneReport, colors: dict[str, tuple[int, int, int]],
+                images: dict[str, str]) -> str:
+    """A self-contained human report (images are files beside it)."""
+    parts = [f"<h1>segpipe report: {html.escape(report.scene_id)}</h1>", _run_table(report),
+             "<h2>Classes</h2>", _class_table(report, colors)]
+    metrics = report.metrics
+    if metrics:
+        parts += _metric_tables(metrics)
+    instances = report.summary.instances
     if instances:
         parts += ["<h2>Instances</h2>",
                   _table(["thing class", "instances"], [[k, v] for k, v in instances.items()])]
-    seams = {k: v for k, v in (report.get("seams") or {}).items() if not isinstance(v, dict)}
+    seams = {k: v for k, v in report.seams.model_dump().items() if not isinstance(v, dict)}
     if seams:
         parts += ["<h2>Seams</h2>", _table(["", "count"], [[k.replace("_", " "), v]
                                                            for k, v in seams.items()])]
-    if metrics and metrics.get("panoptic"):
-        pan = metrics["panoptic"]
-        parts += ["<h2>Panoptic quality against labels</h2>",
-                  _table(["class", "PQ", "SQ", "RQ"],
-                         [["all", pan["pq"], pan["sq"], pan["rq"]]]
-                         + [[n, v["pq"], v["sq"], v["rq"]] for n, v in pan["per_class"].items()])]
+    if metrics:
+        parts += _panoptic_table(metrics)
     figs = "".join(
         f'<figure><img src="{html.escape(src)}" alt="{html.escape(k)}">'
         f"<figcaption>{html.escape(k)}</figcaption></figure>" for k, src in images.items())
     parts += ["<h2>Quicklook</h2>", figs]
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>segpipe "
-            f"{html.escape(report['scene_id'])}</title><style>{_STYLE}</style></head>"
+            f"{html.escape(report.scene_id)}</title><style>{_STYLE}</style></head>"
             f"<body>{''.join(parts)}</body></html>")

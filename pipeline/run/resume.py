@@ -26,6 +26,7 @@ from pathlib import Path
 from pipeline.atomic import write_text_atomic
 from pipeline.bundle import MODEL_FILE, ModelBundle
 from pipeline.options import RunOptions
+from pipeline.report.model import SceneReport
 
 INGEST_MARKER = "ingest.json"
 _OUTPUT_OPTIONS = ("tile", "overlap", "bands", "spacing", "image_chunk", "volume_chunk")
@@ -59,26 +60,13 @@ def run_fingerprint(scene_path: Path, bundle: ModelBundle, options: RunOptions) 
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def finished_report(final_dir: Path, fingerprint: str) -> dict | None:
+def finished_report(final_dir: Path, fingerprint: str) -> SceneReport | None:
     """The finished scene's report when it was made with this fingerprint."""
     try:
-        report = json.loads((final_dir / "report.json").read_text())
+        report = SceneReport.read(final_dir / "report.json")
     except (OSError, ValueError):
         return None
-    return report if isinstance(report, dict) and report.get("fingerprint") == fingerprint else None
-
-
-def will_reuse(scene_path: Path, final_dir: Path, bundle: ModelBundle,
-               options: RunOptions) -> bool:
-    """Whether a run would reuse the finished result in ``final_dir`` (resume on, same
-    fingerprint) instead of computing the scene."""
-    if not options.resume:
-        return False
-    try:
-        fingerprint = run_fingerprint(scene_path, bundle, options)
-    except OSError:
-        return False
-    return finished_report(final_dir, fingerprint) is not None
+    return report if report.fingerprint == fingerprint else None
 
 
 def partial_matches(partial: Path, fingerprint: str) -> bool:

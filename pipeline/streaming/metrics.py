@@ -1,22 +1,24 @@
 """Scene metrics against ground truth, streamed chunk by chunk.
 
-Label files (CONTRACT.md): same grid as the scene; band 1 holds class ids,
-an optional band 2 instance ids. Unlabelled pixels carry 255 in uint8 files and
-65535 in wider ones; they and the input's nodata pixels are left out of every
-metric. The confusion matrices of all chunks add up to the scene's.
+Truth comes from a label file on the scene's grid (its format opens it, see
+:class:`pipeline.formats.base.Truth`): class ids and, optionally, instance ids.
+Unlabelled pixels carry 255 in 8-bit files and 65535 in wider ones; they and the
+input's nodata pixels are left out of every metric. The confusion matrices of all
+chunks add up to the scene's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
-import zarr
 
-from pipeline.io.geotiff import GeoTiffReader, RasterInfo, open_raster
-from pipeline.store import VALID, iter_blocks
+from pipeline.store import iter_blocks
+from pipeline.streaming.panoptic import fusion_stats, segment_categories
+from segcore.classes import ClassRow
 from segcore.errors import ConfigError, InputError
 from segcore.metrics.confusion import SemanticScores, confusion_matrix
+from segcore.panoptic.fusion import apply_plan, decide
+from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
 
 
 def unlabelled_value(dtype: str) -> int:
@@ -28,26 +30,6 @@ def unlabelled_value(dtype: str) -> int:
     (255, 65535)
     """
     return 255 if np.dtype(dtype).itemsize == 1 else 65535
-
-
-def open_labels(path: Path, scene: RasterInfo) -> RasterInfo:
-    """Validate a label file against the scene's grid."""
-    info = open_raster(path, require_crs=False)
-    if info.shape != scene.shape:
-        raise InputError(
-            str(path),
-            f"labels are {info.width}x{info.height} pixels but the scene "
-            f"{Path(scene.path).name} is {scene.width}x{scene.height}; they must share one grid",
-        )
-    if info.crs_wkt and scene.crs_wkt and not np.allclose(
-        info.transform, scene.transform, rtol=0, atol=1e-9 * max(1.0, *map(abs, scene.transform))
-    ):
-        raise InputError(
-            str(path), f"labels transform {info.transform} differs from the scene's {scene.transform}"
-        )
-    if np.dtype(info.dtype).kind not in "ui":
-        raise InputError(str(path), f"labels must hold integer class ids, got {info.dtype}")
-    return info
 
 
 def semantic_metrics(cm: np.ndarray, class_names: list[str]) -> dict:
@@ -78,47 +60,8 @@ def seam_band(key: tuple[slice, ...], *, shape: tuple[int, ...], tile: tuple[int
     return band
 
 
-def label_readers(labels: RasterInfo):
-    """Band 1 (classes) and band 2 (instances, zeros when absent) window readers."""
-    classes = GeoTiffReader(Path(labels.path), bands=[1])
-    instances = GeoTiffReader(Path(labels.path), bands=[2]) if labels.count >= 2 else None
-    return classes, instances
-
-
-class _Band:
-    """A 2-D sliceable view of one label band (``None`` reader -> zeros)."""
-
-    def __init__(self, reader, shape: tuple[int, int], dtype: str) -> None:
-        self.reader, self.shape, self.dtype = reader, shape, dtype
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = key
-        if self.reader is None:
-            return np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.uint32)
-        return self.reader.read((rows, cols))[0]
-
-
-def scene_metrics(semantic: zarr.Array, panoptic: zarr.Array, group: zarr.Group,
-                  labels: RasterInfo, *, classes: list[tuple[int, str, bool]],
-                  pred_categories: dict[int, int], seam_tile: tuple[int, ...],
-                  seam_width: int) -> dict:
-    """Metrics of a GeoTIFF scene against its label file (see :func:`label_metrics`)."""
-    class_reader, inst_reader = label_readers(labels)
-    try:
-        return label_metrics(
-            semantic, panoptic, group[VALID], _Band(class_reader, semantic.shape, labels.dtype),
-            _Band(inst_reader, semantic.shape, labels.dtype),
-            ignore=unlabelled_value(labels.dtype), classes=classes,
-            pred_categories=pred_categories, seam_tile=seam_tile, seam_width=seam_width,
-            source=labels.path)
-    finally:
-        class_reader.close()
-        if inst_reader is not None:
-            inst_reader.close()
-
-
 def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
-                  classes: list[tuple[int, str, bool]], pred_categories: dict[int, int],
+                  classes: list[ClassRow], pred_categories: dict[int, int],
                   seam_tile: tuple[int, ...], seam_width: int, source: str) -> dict:
     """Semantic metrics (whole scene, inside tiles, near seams) and panoptic quality.
 
@@ -127,12 +70,8 @@ def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
     Truth panoptic segments are fused from the labels with the same rules as the
     prediction (``min_stuff_area`` 0); ``ignore`` (unlabelled) voxels are void in the truth.
     """
-    from pipeline.streaming.panoptic import fusion_stats, segment_categories
-    from segcore.panoptic.fusion import apply_plan, decide
-    from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
-
     k = len(classes)
-    names = [c[1] for c in classes]
+    names = [c.name for c in classes]
     shape = tuple(semantic.shape)
     true_plan = decide(fusion_stats(truth, truth_inst, valid, nodata=ignore,
                                     block=semantic.chunks), classes)
@@ -152,9 +91,9 @@ def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
             raise InputError(source,
                              f"labels do not match the model's class table: {exc}") from exc
         acc.add(panoptic[key], apply_plan(true_plan, t_sem, t_inst, ok))
-    things = [c[0] for c in classes if c[2]]
+    things = [c.id for c in classes if c.isthing]
     pq = panoptic_quality(acc, pred_categories, segment_categories(true_plan),
-                          {c[0]: c[1] for c in classes}, thing_ids=things).to_dict()
+                          {c.id: c.name for c in classes}, thing_ids=things).to_dict()
     return {
         "semantic": semantic_metrics(cms["all"], names),
         "panoptic": pq,

@@ -18,8 +18,10 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
 
-from pipeline.store import iter_blocks
+from pipeline.store import VALID, iter_blocks
 from segcore.errors import ConfigError
 from segcore.geometry.resample import (
     linear_block,
@@ -30,7 +32,11 @@ from segcore.geometry.resample import (
 )
 from segcore.hints import parse_choice
 
-__all__ = ["ResampleMode", "resample_array"]
+__all__ = ["MODEL_GROUP", "ResampleMode", "resample_array", "resample_back"]
+
+MODEL_GROUP = "model"
+"""Subgroup of ``scene.zarr`` holding a scene on the model's grid (when that differs)."""
+_COMPRESSORS = (ZstdCodec(level=3),)
 
 
 class ResampleMode(str, Enum):
@@ -113,3 +119,13 @@ def resample_array(
     for chunk in iter_blocks(dst_shape, tuple(getattr(dst, "chunks", dst_shape))):
         values = _resample_chunk(src, chunk, lead, mode, dst_shape)
         dst[chunk] = values.astype(dst.dtype, copy=False)
+
+
+def resample_back(group: zarr.Group, name: str, *, model_group: str,
+                  chunks: tuple[int, ...]) -> zarr.Array:
+    """``<model_group>/<name>`` -> ``<name>`` on the stored grid, nearest neighbour."""
+    src = group[f"{model_group}/{name}"]
+    dst = group.create_array(name, shape=group[VALID].shape, chunks=chunks, dtype=src.dtype,
+                             fill_value=src.fill_value, compressors=_COMPRESSORS, overwrite=True)
+    resample_array(src, dst, mode="nearest", spatial_dims=len(dst.shape))
+    return dst

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from pipeline.inference.actor import TileOutcome, unpack_patch
+from pipeline.streaming.tile_outcome import TileOutcome, unpack_patch
 from pipeline.store import iter_blocks
 from segcore.labels.stitch import IdRange, OverlapTable, StitchPlan, overlap_table, stitch_plan
 

@@ -1,77 +1,80 @@
-"""Per-class pixel counts and ground areas, streamed chunk by chunk.
+"""Per-class pixel counts and physical sizes, streamed chunk by chunk.
 
-Area method (README "Areas"): projected CRS: every pixel covers the planar map
-area |det(A)| of the affine transform A, times the square of the CRS's linear
-unit in metres. Geographic CRS: pixel rows of a north-up grid get their exact
-area on the CRS ellipsoid (the zone between two parallels over the pixel's
-longitude span); rotated geographic grids use the ellipsoidal area element at
-each pixel centre. See ``segcore.geodesy``.
+A scene's format says what one pixel (voxel) is worth: ground area in m² for
+georeferenced scenes (projected CRS: the planar map area of the affine transform
+times the square of the CRS's linear unit in metres; geographic CRS: the exact area
+on the CRS ellipsoid, see ``segcore.geodesy``), volume in mL for medical volumes
+(voxel mm³ / 1000). :func:`summarise` streams the semantic array block by block and
+weights each pixel by the format's ``sizes`` of that block.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import zarr
 
-from pipeline.io.geotiff import RasterInfo
 from pipeline.store import iter_blocks
-from segcore.geodesy import ellipsoid_from_wkt, pixel_areas
+
+
+class SizeUnit(str, Enum):
+    """The physical size of a class in ``report.json`` ``summary.classes``."""
+
+    AREA_M2 = "area_m2"
+    VOLUME_ML = "volume_ml"
+
+
+BlockSizes = Callable[[tuple[slice, ...]], np.ndarray]
+"""Physical size of every pixel of a block ``key``: an array broadcastable to the block."""
 
 
 @dataclass
 class ClassTotals:
-    """Running totals over chunks: pixels and m² per class id, plus nodata pixels."""
+    """Running totals over chunks: pixels and physical size per class id, nodata pixels.
+
+    Examples
+    --------
+    >>> t = ClassTotals(2)
+    >>> t.add(np.array([[0, 1], [1, 255]]), np.float64(2.0))
+    >>> t.to_dict(["a", "b"]), t.nodata_pixels
+    ({'a': {'pixels': 1, 'area_m2': 2.0}, 'b': {'pixels': 2, 'area_m2': 4.0}}, 1)
+    """
 
     num_classes: int
+    unit: SizeUnit = SizeUnit.AREA_M2
     pixels: np.ndarray = field(init=False)
-    area_m2: np.ndarray = field(init=False)
+    size: np.ndarray = field(init=False)
     nodata_pixels: int = 0
 
     def __post_init__(self) -> None:
         self.pixels = np.zeros(self.num_classes, dtype=np.int64)
-        self.area_m2 = np.zeros(self.num_classes, dtype=np.float64)
+        self.size = np.zeros(self.num_classes, dtype=np.float64)
 
-    def add(self, labels: np.ndarray, areas: np.ndarray) -> None:
-        """Add a block ``(h, w)`` of class ids with its per-pixel areas (broadcastable)."""
+    def add(self, labels: np.ndarray, sizes: np.ndarray) -> None:
+        """Add a block ``(*block)`` of class ids with its per-pixel sizes (broadcastable)."""
         k = self.num_classes
         inside = labels < k
         self.nodata_pixels += int(labels.size - inside.sum())
         lab = labels[inside].astype(np.int64)
         self.pixels += np.bincount(lab, minlength=k)[:k]
-        weights = np.broadcast_to(areas, labels.shape)[inside]
-        self.area_m2 += np.bincount(lab, weights=weights, minlength=k)[:k]
+        weights = np.broadcast_to(sizes, labels.shape)[inside]
+        self.size += np.bincount(lab, weights=weights, minlength=k)[:k]
 
-    def to_dict(self, names: list[str], *, unit: str = "area_m2", scale: float = 1.0) -> dict:
-        """Per class name: ``{"pixels": n, unit: total * scale}``."""
+    def to_dict(self, names: list[str]) -> dict[str, dict[str, int | float]]:
+        """Per class name: ``{"pixels": n, <unit>: total}``."""
         return {
-            name: {"pixels": int(self.pixels[i]), unit: float(self.area_m2[i] * scale)}
+            name: {"pixels": int(self.pixels[i]), self.unit.value: float(self.size[i])}
             for i, name in enumerate(names)
         }
 
 
-def summarise_semantic(semantic: zarr.Array, info: RasterInfo, num_classes: int) -> ClassTotals:
+def summarise(semantic: zarr.Array, num_classes: int, *, unit: SizeUnit,
+              sizes: BlockSizes) -> ClassTotals:
     """Stream ``semantic`` chunk by chunk into class totals (nodata left out)."""
-    a, rf = ellipsoid_from_wkt(info.crs_wkt)
-    totals = ClassTotals(num_classes)
-    for rows, cols in iter_blocks(semantic.shape, semantic.chunks):
-        block = semantic[rows, cols]
-        areas = pixel_areas(
-            info.transform, (rows.start, rows.stop), (cols.start, cols.stop),
-            geographic=info.is_geographic, linear_unit_m=info.linear_unit_m, a=a, rf=rf,
-        )
-        totals.add(block, areas)
-    return totals
-
-
-def summarise_volume(semantic: zarr.Array, spacing_mm: tuple[float, ...], num_classes: int) -> ClassTotals:
-    """Voxel counts per class; ``area_m2`` holds the volume in mL (voxel mm³ / 1000).
-
-    Report with ``totals.to_dict(names, unit="volume_ml")``.
-    """
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    totals = ClassTotals(num_classes)
+    totals = ClassTotals(num_classes, unit)
     for key in iter_blocks(semantic.shape, semantic.chunks):
-        totals.add(semantic[key], np.float64(voxel_ml))
+        totals.add(semantic[key], sizes(key))
     return totals

@@ -234,6 +234,20 @@ class TileGrid:
         for index in itertools.product(*(range(n) for n in self.grid_shape)):
             yield self._tile(index)
 
+    def flat_index(self, index: Sequence[int]) -> int:
+        """Position of the tile at grid ``index`` in C order (the order of iteration).
+
+        Examples
+        --------
+        >>> grid = TileGrid.create((100, 250), tile=64, halo=8)
+        >>> grid.grid_shape, grid.flat_index((1, 2))
+        ((2, 4), 6)
+        """
+        flat = 0
+        for i, n in zip(self.tile_at(index).index, self.grid_shape):  # validates ``index``
+            flat = flat * n + i
+        return flat
+
     def tile_at(self, index: Sequence[int]) -> Tile:
         """The tile at grid position ``index``.
 

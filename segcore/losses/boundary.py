@@ -1,4 +1,4 @@
-r"""Boundary-aware auxiliary supervision (SEED §6).
+r"""Boundary-aware auxiliary supervision.
 
 Masks blur at object borders. Three pieces concentrate learning there:
 

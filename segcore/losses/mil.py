@@ -1,4 +1,4 @@
-r"""Weak supervision from points: multiple-instance learning (SEED §7).
+r"""Weak supervision from points: multiple-instance learning.
 
 Each labelled point ``j`` (class ``y_j``) defines a bag ``N(j)``: the pixels
 within ``radius`` of it. At least one of them belongs to ``y_j``.

@@ -1,4 +1,4 @@
-r"""Soft (differentiable) IoU and Dice, SEED §1.
+r"""Soft (differentiable) IoU and Dice.
 
 For probabilities ``p`` in [0, 1] and labels ``y`` in {0, 1} over the domain,
 with ``S_p = sum(p)``, ``S_y = sum(y)``, ``S_py = sum(p * y)``:

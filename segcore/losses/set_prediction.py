@@ -1,4 +1,4 @@
-"""Set-prediction loss with Hungarian matching (DETR / MaskFormer, SEED §5).
+"""Set-prediction loss with Hungarian matching (DETR / MaskFormer).
 
 Each image's ``Q`` predictions (class logits over ``K + 1`` labels, the last
 "no object", and mask logits) are matched one-to-one to its ``M <= Q``

@@ -15,7 +15,7 @@ Layout (per axis, ``S = stride = 2**n``)::
            "cascade":  one 3x3 atrous layer per dilation, one after another
     up     ConvTranspose(kernel S, stride S) -> BN -> ReLU -> 1x1 classifier
 
-The receptive field is analytic (SEED §2): the backbone's centred receptive
+The receptive field is analytic: the backbone's centred receptive
 field ``R_base`` (including the up-sampling, whose output pixel ``x`` reads
 feature ``x // S`` only) is found by interval arithmetic, and the ASPP grows it
 with :func:`segcore.receptive_field.aspp` in the model's ``aspp_mode``:

@@ -1,4 +1,4 @@
-"""Auxiliary edge head: per-pixel object-border logits (SEED §6).
+"""Auxiliary edge head: per-pixel object-border logits.
 
 ``1x1 conv -> ReLU -> 1x1 conv`` like :class:`segcore.models.instance_head.InstanceHead`:
 per-pixel, so it adds nothing to the receptive field and tiled inference stays

@@ -1,4 +1,4 @@
-"""A small query-based mask classifier (MaskFormer / DETR family, SEED §5).
+"""A small query-based mask classifier (MaskFormer / DETR family).
 
 A convolutional pixel decoder gives per-pixel embeddings; ``Q`` learned
 queries attend (one cross-attention layer + MLP) to the stride-``S`` features

@@ -1,4 +1,4 @@
-"""A small Vision Transformer segmenter with inspectable attention (SEED §4).
+"""A small Vision Transformer segmenter with inspectable attention.
 
 The image is cut into ``patch x patch`` patches, each embedded linearly; a
 learned class token is prepended and 2-D sine-cosine positional embeddings
@@ -210,8 +210,7 @@ class ViTSegmenter(nn.Module):
 def attention_error_correlation(attention: object, per_patch_error: object) -> float:
     """Pearson correlation between an attention map and the per-patch error.
 
-    A positive value means the model attends where it is wrong (or unsure);
-    SEED §4.
+    A positive value means the model attends where it is wrong (or unsure).
 
     Parameters
     ----------

@@ -164,3 +164,33 @@ def test_workers_the_cluster_cannot_place_are_refused(flag, value, words, good_s
                             flag, value])
     assert code == 2, output
     assert words in output and "free" in output and "Traceback" not in output
+
+
+def test_unusable_out_is_exit_2_before_any_work(good_scene, tmp_path):
+    not_a_dir = tmp_path / "results"
+    not_a_dir.write_text("a file where the output directory should be")
+    code, output = _invoke(["run", good_scene[0], "--model", "demo-satellite", "--out", not_a_dir])
+    assert code == 2, output
+    text = " ".join(output.split())
+    assert f"--out {not_a_dir}" in text and "cannot write results there" in text
+    assert "Traceback" not in output
+
+
+def test_an_unexpected_error_is_one_line_and_exit_3(good_scene, tmp_path, monkeypatch, capsys):
+    import flows.cli
+    import pipeline.discovery
+
+    def broken(inputs):
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(pipeline.discovery, "discover", broken)
+    monkeypatch.setattr(sys, "argv", ["segpipe", "run", str(good_scene[0]), "--model",
+                                      "demo-satellite", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        flows.cli.main()
+    assert exit_info.value.code == 3
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "RuntimeError: disk on fire" in lines[0] and "--debug" in lines[0]
+    assert "Traceback" not in err

@@ -17,15 +17,15 @@ import psutil
 import pytest
 
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
 
 ARRAYS = (SEMANTIC, INSTANCE, PANOPTIC)
 
 
 def _scene(path: Path) -> Scene:
-    return Scene(path, path.name.removesuffix(".tif"), SceneKind.GEOTIFF)
+    return Scene(path, path.name.removesuffix(".tif"), "geotiff")
 
 
 def _arrays(final: Path) -> dict[str, np.ndarray]:
@@ -42,7 +42,7 @@ def resume_scene(scene_factory):
 def clean_run(resume_scene, tiny_instance_bundle, tiny_instance_pool, tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
     ws = Workspace(_scene(resume_scene[0]), out)
-    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
+    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool).report.to_json()
     return report, _arrays(ws.final)
 
 
@@ -90,7 +90,7 @@ def test_sigkill_then_rerun_reuses_tiles_and_matches_a_clean_run(
     assert not (out / "resume" / "report.json").exists()
     # rerun (same input, model, options): finished tiles are reused
     ws = Workspace(_scene(resume_scene[0]), out)
-    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
+    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool).report.to_json()
     tiles = report["tiles"]
     assert tiles["reused"] >= done_before - 1 and tiles["reused"] > 0
     assert tiles["reused"] + tiles["computed"] == tiles["total"]
@@ -105,7 +105,7 @@ def test_injected_worker_crash_is_retried(resume_scene, tiny_instance_bundle, ti
                                           clean_run, tmp_path, monkeypatch):
     monkeypatch.setenv("SEGPIPE_FAULT_CRASH_TILE", "resume:7")
     ws = Workspace(_scene(resume_scene[0]), tmp_path)
-    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
+    report = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool).report.to_json()
     assert report["tiles"]["retried"] >= 1
     assert report["tiles"]["computed"] == report["tiles"]["total"]
     crashed = _arrays(ws.final)
@@ -134,14 +134,18 @@ def test_finished_scene_is_reused_and_no_resume_recomputes(
         resume_scene, tiny_instance_bundle, tiny_instance_pool, clean_run, tmp_path):
     ws = Workspace(_scene(resume_scene[0]), tmp_path)
     first = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
+    assert not first.reused and first.path == ws.final / "report.json"
+    first = first.report.to_json()
     stamp = (ws.final / "report.json").stat().st_mtime_ns
-    again = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
-    assert again["fingerprint"] == first["fingerprint"]
+    result = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128), tiny_instance_pool)
+    assert result.reused
+    again = result.report.to_json()
+    assert again == first  # the finished report, read back typed, equals what was written
     assert (ws.final / "report.json").stat().st_mtime_ns == stamp  # nothing was redone
     fresh = run_scene(ws, tiny_instance_bundle, RunOptions(tile=128, resume=False),
-                      tiny_instance_pool)
+                      tiny_instance_pool).report.to_json()
     assert (ws.final / "report.json").stat().st_mtime_ns != stamp
     assert fresh["tiles"]["reused"] == 0 and fresh["tiles"]["computed"] == fresh["tiles"]["total"]
     # other options make another result: not reused
-    other = run_scene(ws, tiny_instance_bundle, RunOptions(tile=256), tiny_instance_pool)
+    other = run_scene(ws, tiny_instance_bundle, RunOptions(tile=256), tiny_instance_pool).report.to_json()
     assert other["fingerprint"] != first["fingerprint"] and other["tiles"]["tile"] == 256

@@ -13,13 +13,13 @@ from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardInde
 
 from flows.segment_scene import segment_batch, segment_scene
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace
+from pipeline.formats import Scene
 from pipeline.store import SEMANTIC, VALID, open_store
 
 
 def _scene(path, sid=None):
-    return Scene(path, sid or path.name.removesuffix(".tif"), SceneKind.GEOTIFF)
+    return Scene(path, sid or path.name.removesuffix(".tif"), "geotiff")
 
 
 def test_segment_scene_runs_one_task_per_stage(scene_factory, demo_bundle, demo_pool, tmp_path,
@@ -31,8 +31,9 @@ def test_segment_scene_runs_one_task_per_stage(scene_factory, demo_bundle, demo_
     ws = Workspace(_scene(image), tmp_path)
     state = segment_scene(ws, demo_bundle, RunOptions(tile=256), demo_pool, return_state=True)
     assert state.is_completed()
-    report = state.result()
-    assert (ws.final / "report.json").is_file() and report["tiles"]["total"] == 4
+    result = state.result()
+    assert result.path == ws.final / "report.json" and result.path.is_file()
+    assert result.report.tiles.total == 4 and not result.reused
     flow_run_id = state.state_details.flow_run_id
     stages = {"ingest", "infer", "stitch", "panoptic", "metrics", "export", "report"}
     deadline = time.monotonic() + 30

@@ -11,8 +11,8 @@ import torch
 
 from pipeline.bundle import ClassSpec, InputSpec, ModelSpec, load_bundle, save_bundle
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from segcore.models.factory import build_model
 from segcore.synthetic.satellite import SATELLITE_CLASSES
 
@@ -57,11 +57,11 @@ def test_architecture_runs_through_pipeline(architecture, bundles, ray_session, 
     bundle = load_bundle(str(bundles[architecture].path))
     assert bundle.spec.architecture == architecture
     image, _ = scene_factory("architectures", size=(256, 256))
-    scene = Scene(image, image.name.removesuffix(".tif"), SceneKind.GEOTIFF)
+    scene = Scene(image, image.name.removesuffix(".tif"), "geotiff")
     ws = Workspace(scene, tmp_path, None)
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=1, batch_size=4))
     try:
-        report = run_scene(ws, bundle, RunOptions(tile=128), pool)
+        report = run_scene(ws, bundle, RunOptions(tile=128), pool).report.to_json()
     finally:
         pool.shutdown()
     assert json.loads((ws.final / "report.json").read_text()) == report

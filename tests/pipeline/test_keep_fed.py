@@ -9,8 +9,8 @@ from rasterio.transform import from_origin
 
 from pipeline.options import RunOptions
 from pipeline.inference.predictor import TilePredictor
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 
 
 class _OomAbove(torch.nn.Module):
@@ -67,8 +67,8 @@ def test_tiles_without_valid_pixels_skip_the_model(tiny_bundle, tiny_pool, tmp_p
                        crs="EPSG:32633", transform=from_origin(500000, 0, 10, 10),
                        nodata=0) as dst:
         dst.write(data)
-    ws = Workspace(Scene(path, "half-empty", SceneKind.GEOTIFF), tmp_path / "out")
-    report = run_scene(ws, tiny_bundle, RunOptions(tile=128), tiny_pool)
+    ws = Workspace(Scene(path, "half-empty", "geotiff"), tmp_path / "out")
+    report = run_scene(ws, tiny_bundle, RunOptions(tile=128), tiny_pool).report.to_json()
     tiles = report["tiles"]
     assert tiles["total"] == 8 and tiles["skipped_empty"] == 4
     with rasterio.open(ws.final / "semantic.tif") as src:

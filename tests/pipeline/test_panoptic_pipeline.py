@@ -8,15 +8,15 @@ import numpy as np
 import rasterio
 
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
 
 
 def _run(image, out, bundle, pool, labels=None, **options):
-    scene = Scene(image, image.name.removesuffix(".tif"), SceneKind.GEOTIFF)
+    scene = Scene(image, image.name.removesuffix(".tif"), "geotiff")
     ws = Workspace(scene, out, labels)
-    return ws, run_scene(ws, bundle, RunOptions(**options), pool)
+    return ws, run_scene(ws, bundle, RunOptions(**options), pool).report.to_json()
 
 
 def test_segments_json_agrees_exactly_with_panoptic_tif(scene_factory, tiny_instance_bundle,

@@ -10,15 +10,15 @@ import pytest
 import rasterio
 
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from pipeline.store import IMAGE, SEMANTIC, VALID, open_store
 
 
 def _run(image, out, bundle, pool, labels=None, **options):
-    scene = Scene(image, image.name.removesuffix(".tif"), SceneKind.GEOTIFF)
+    scene = Scene(image, image.name.removesuffix(".tif"), "geotiff")
     ws = Workspace(scene, out, labels)
-    return ws, run_scene(ws, bundle, RunOptions(**options), pool)
+    return ws, run_scene(ws, bundle, RunOptions(**options), pool).report.to_json()
 
 
 CASES = [

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from pipeline.spacing import SpacingPolicy
 from pipeline.store import SEMANTIC, open_store
 from pipeline.synthdata.volumes import write_canonical
@@ -71,9 +71,9 @@ def _spot_volume(dtype="int16", nan_at=None) -> np.ndarray:
 
 
 def _run(path, out, bundle, pool, labels=None, **options):
-    scene = Scene(path, path.name.split(".")[0], SceneKind.NIFTI)
+    scene = Scene(path, path.name.split(".")[0], "nifti")
     ws = Workspace(scene, out, labels)
-    return ws, run_scene(ws, bundle, RunOptions(**options), pool)
+    return ws, run_scene(ws, bundle, RunOptions(**options), pool).report.to_json()
 
 
 CASES = {

@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.options import RunOptions
 from pipeline.synthdata.phantoms import write_phantom
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from pipeline.store import INSTANCE, SEMANTIC, iter_blocks, open_store
 
 
@@ -30,11 +30,11 @@ def test_tiled_volume_equals_single_tile(tmp_path, medical_pool):
     path = tmp_path / "phantom192.nii.gz"
     write_phantom(path, shape=(192, 192, 192), spacing=spacing, seed=42, axcodes="LPS",
                   lesions=(8, 12))
-    scene = Scene(path, "phantom192", SceneKind.NIFTI)
+    scene = Scene(path, "phantom192", "nifti")
     reports, groups = {}, {}
     for tile in (64, 192):
         ws = Workspace(scene, tmp_path / f"tile{tile}")
-        reports[tile] = run_scene(ws, bundle, RunOptions(tile=tile), medical_pool)
+        reports[tile] = run_scene(ws, bundle, RunOptions(tile=tile), medical_pool).report.to_json()
         groups[tile] = open_store(ws.final / "scene.zarr")
     assert reports[64]["tiles"]["total"] == 27 and reports[192]["tiles"]["total"] == 1
     same = total = 0

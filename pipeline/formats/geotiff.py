@@ -1,0 +1,206 @@
+"""GeoTIFF scenes: georeferenced rasters in, Cloud-Optimized GeoTIFFs out.
+
+* **Ingest** copies the selected bands into ``scene.zarr/image`` ``(C, H, W)`` window by
+  window (memory: one block of ``2 * image_chunk`` pixels a side), with the valid mask
+  (False where the input is nodata) beside it, so every later stage masks the same pixels.
+* **Labels** (one band of class ids, an optional second band of instance ids) must share
+  the scene's grid; they are read window by window, never copied.
+* **Sizes** are ground areas in m² (see :mod:`pipeline.streaming.summary`).
+* **Exports** are COGs with the input's CRS, transform and size (:mod:`pipeline.io.cog`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.bundle import ModelBundle
+from pipeline.formats.base import SuffixFormat, Truth
+from pipeline.io.cog import write_cog
+from pipeline.io.geotiff import GeoTiffReader, RasterInfo, open_raster
+from pipeline.options import RunOptions
+from pipeline.report.quicklook import write_quicklooks
+from pipeline.store import IMAGE, VALID, create_store, iter_blocks
+from pipeline.streaming.metrics import unlabelled_value
+from pipeline.streaming.summary import ClassTotals, SizeUnit, summarise
+from segcore.errors import InputError
+from segcore.geodesy import ellipsoid_from_wkt, pixel_areas
+
+
+@dataclass(frozen=True)
+class GeoTiffScene:
+    """An ingested GeoTIFF: the raster's description and the bands fed to the model."""
+
+    info: RasterInfo
+    bands: tuple[int, ...]
+    seconds: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.info.shape
+
+    @property
+    def model_shape(self) -> tuple[int, int]:
+        return self.info.shape
+
+    @property
+    def model_group(self) -> None:
+        return None
+
+
+def check_bands(info: RasterInfo, bands: list[int], needed: int) -> None:
+    """Raise one clear InputError when the scene cannot feed the model."""
+    if len(bands) != needed:
+        raise InputError(
+            info.path,
+            f"the model needs {needed} input bands, --bands selects {len(bands)} ({bands})",
+        )
+    missing = [b for b in bands if b > info.count]
+    if missing:
+        raise InputError(
+            info.path,
+            f"has {info.count} band(s) but the model needs band(s) {bands}; "
+            f"band {missing[0]} does not exist (choose others with --bands)",
+        )
+
+
+def copy_bands(info: RasterInfo, store_path: Path, *, bands: list[int], image_chunk: int,
+               attrs: dict) -> None:
+    """Copy ``bands`` of the raster into a new store at ``store_path``, block by block."""
+    path = Path(info.path)
+    group = create_store(store_path, bands=len(bands), shape=info.shape, dtype=info.dtype,
+                         image_chunk=image_chunk, attrs=attrs)
+    image, valid = group[IMAGE], group[VALID]
+    with GeoTiffReader(path, bands=bands) as reader:
+        for rows, cols in iter_blocks(info.shape, (image_chunk * 2, image_chunk * 2)):
+            try:
+                pixels, mask = reader.read_with_valid((rows, cols))
+                image[:, rows, cols] = pixels
+                valid[rows, cols] = mask
+            except InputError:
+                raise
+            except Exception as exc:  # a corrupt block deep inside a valid header
+                raise InputError(
+                    str(path),
+                    f"cannot read pixels at rows {rows.start}-{rows.stop}, "
+                    f"cols {cols.start}-{cols.stop}: {exc}",
+                ) from exc
+
+
+def open_label_raster(path: Path, scene: RasterInfo) -> RasterInfo:
+    """Validate a label file against the scene's grid."""
+    info = open_raster(path, require_crs=False)
+    if info.shape != scene.shape:
+        raise InputError(
+            str(path),
+            f"labels are {info.width}x{info.height} pixels but the scene "
+            f"{Path(scene.path).name} is {scene.width}x{scene.height}; they must share one grid",
+        )
+    if info.crs_wkt and scene.crs_wkt and not np.allclose(
+        info.transform, scene.transform, rtol=0, atol=1e-9 * max(1.0, *map(abs, scene.transform))
+    ):
+        raise InputError(
+            str(path), f"labels transform {info.transform} differs from the scene's {scene.transform}"
+        )
+    if np.dtype(info.dtype).kind not in "ui":
+        raise InputError(str(path), f"labels must hold integer class ids, got {info.dtype}")
+    return info
+
+
+class _Band:
+    """A 2-D sliceable view of one label band (``None`` reader -> zeros)."""
+
+    def __init__(self, reader: GeoTiffReader | None, shape: tuple[int, int]) -> None:
+        self.reader, self.shape = reader, shape
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        if self.reader is None:
+            return np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.uint32)
+        return self.reader.read((rows, cols))[0]
+
+
+class GeoTiffFormat(SuffixFormat):
+    """GeoTIFF input (``.tif``, ``.tiff``); see the module docstring."""
+
+    name = "geotiff"
+    noun = "a GeoTIFF scene"
+    description = "a GeoTIFF (.tif, .tiff)"
+    suffixes = (".tif", ".tiff")
+    ndim = 2
+
+    def open(self, path: Path) -> RasterInfo:
+        return open_raster(path)
+
+    def ingest(self, info: RasterInfo, store: Path, *, bundle: ModelBundle,
+               options: RunOptions, attrs: dict[str, Any], copy: bool) -> GeoTiffScene:
+        start = time.perf_counter()
+        bands = options.bands or bundle.default_bands(info.count)
+        check_bands(info, bands, bundle.spec.input.channels)
+        if copy:
+            copy_bands(info, store, bands=bands, image_chunk=options.image_chunk,
+                       attrs={**attrs, **info.to_attrs(), "bands": list(bands)})
+        seconds = time.perf_counter() - start if copy else 0.0
+        return GeoTiffScene(info=info, bands=tuple(bands), seconds=seconds)
+
+    def grid_fields(self, ingested: GeoTiffScene, options: RunOptions) -> dict[str, Any]:
+        info = ingested.info
+        return {"shape": list(info.shape), "bands": list(ingested.bands),
+                "crs": info.crs_wkt, "transform": list(info.transform)}
+
+    @contextmanager
+    def open_labels(self, path: Path, ingested: GeoTiffScene,
+                    group: zarr.Group) -> Iterator[Truth]:
+        labels = open_label_raster(path, ingested.info)
+        classes = GeoTiffReader(Path(labels.path), bands=[1])
+        instances = GeoTiffReader(Path(labels.path), bands=[2]) if labels.count >= 2 else None
+        try:
+            yield Truth(_Band(classes, labels.shape), _Band(instances, labels.shape),
+                        unlabelled_value(labels.dtype), labels.path)
+        finally:
+            classes.close()
+            if instances is not None:
+                instances.close()
+
+    def extra_metrics(self, group: zarr.Group, truth: Truth, ingested: GeoTiffScene, *,
+                      classes: list[tuple[int, str]]) -> dict[str, Any]:
+        return {}
+
+    def summarise(self, semantic: zarr.Array, ingested: GeoTiffScene,
+                  num_classes: int) -> ClassTotals:
+        info = ingested.info
+        a, rf = ellipsoid_from_wkt(info.crs_wkt)
+
+        def areas(key: tuple[slice, ...]) -> np.ndarray:
+            rows, cols = key
+            return pixel_areas(info.transform, (rows.start, rows.stop), (cols.start, cols.stop),
+                               geographic=info.is_geographic, linear_unit_m=info.linear_unit_m,
+                               a=a, rf=rf)
+
+        return summarise(semantic, num_classes, unit=SizeUnit.AREA_M2, sizes=areas)
+
+    def export(self, group: zarr.Group, names: list[str], ingested: GeoTiffScene,
+               out_dir: Path, nodata: dict[str, int]) -> dict[str, str]:
+        written = {}
+        for name in names:
+            array = group[name]
+            dst = out_dir / f"{name}.tif"
+            write_cog(dst, array, info=ingested.info, dtype=str(array.dtype),
+                      nodata=nodata.get(name))
+            written[name] = dst.name
+        return written
+
+    def quicklooks(self, group: zarr.Group, semantic: zarr.Array, ingested: GeoTiffScene, *,
+                   colors: list[tuple[int, int, int]], out_dir: Path,
+                   options: RunOptions) -> dict[str, str]:
+        return write_quicklooks(group, semantic, colors, out_dir, options.quicklook_size)
+
+
+GEOTIFF = GeoTiffFormat()
