@@ -178,7 +178,7 @@ class SceneReport(BaseModel):
     summary: SceneSummary
     metrics: SceneMetrics | None
     seams: Seams
-    outputs: dict[str, str]
+    outputs: dict[str, str | dict[str, str]]  # file names; ``quicklooks``: caption -> file
 
     @property
     def grid(self) -> dict[str, Any]:

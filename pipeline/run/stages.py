@@ -282,7 +282,7 @@ def stage_export(state: SceneState) -> None:
     state.timings["export"] = time.perf_counter() - start
 
 
-def build_report(state: SceneState, outputs: dict[str, str]) -> SceneReport:
+def build_report(state: SceneState, outputs: dict[str, str | dict[str, str]]) -> SceneReport:
     """The scene's :class:`SceneReport` from what the stages learned."""
     ws, plan, work = state.workspace, state.plan, state.work
     timings = {k: round(state.timings.get(k, 0.0), 4) for k in STAGE_TIMINGS}
@@ -305,8 +305,8 @@ def stage_report(state: SceneState) -> SceneReport:
     group = state.group()
     images = state.format.quicklooks(group, group[SEMANTIC], state.scene, colors=spec.colors,
                                      out_dir=ws.partial, options=state.options)
-    outputs = {**state.exports, "zarr": "scene.zarr"}
-    outputs.update(images, segments="segments.json")
+    outputs = {**state.exports, "zarr": "scene.zarr", "segments": "segments.json",
+               "quicklooks": images}
     report = build_report(state, outputs)
     (ws.partial / "report.html").write_text(
         render_html(report, dict(zip(spec.class_names, spec.colors)), images))

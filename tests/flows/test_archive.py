@@ -48,7 +48,7 @@ def test_archive_of_twenty_with_three_broken_files(tmp_path, ray_session, prefec
     report = json.loads(reports[0].read_text())
     assert set(report["metrics"]["surface"]) == {"organ", "lesion"}
     assert report["outputs"]["semantic"] == "semantic.nii.gz"
-    assert {"axial", "coronal", "sagittal"} <= set(report["outputs"])
+    assert {"axial", "coronal", "sagittal"} <= set(report["outputs"]["quicklooks"])
 
 
 class _Gate:

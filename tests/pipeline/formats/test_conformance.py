@@ -73,8 +73,10 @@ def test_round_trip_keeps_the_exact_grid(fmt, models, tmp_path):
     assert report.kind == fmt.name and tuple(report.shape) == fmt.shape
     assert report.tiles.total > 4  # really tiled
     for name in (SEMANTIC, INSTANCE, PANOPTIC):
-        _, grid_out = fmt.read(ws.final / f"{name}{fmt.suffix}")
+        assert report.outputs[name] == f"{name}{fmt.suffix}"  # the export, not a quicklook
+        _, grid_out = fmt.read(ws.final / report.outputs[name])
         assert grid_out == grid_in, name
+    assert all((ws.final / f).is_file() for f in report.outputs["quicklooks"].values())
     semantic, _ = fmt.read(ws.final / f"semantic{fmt.suffix}")
     np.testing.assert_array_equal(semantic == 1, spots)
     np.testing.assert_array_equal(semantic[~spots], 0)
