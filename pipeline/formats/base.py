@@ -51,7 +51,7 @@ def safe_id(text: str) -> str:
     >>> safe_id("sub-01/anat/T1w")
     'sub-01__anat__T1w'
     >>> safe_id("../x y")
-    '_.._x_y'
+    '_..__x_y'
     """
     parts = [_UNSAFE.sub("_", p) for p in text.replace("\\", "/").split("/") if p]
     joined = "__".join(parts) or "scene"
