@@ -38,7 +38,7 @@ model-medical: $(STAMP)
 
 # Re-create the bundled demo-openvocab model (zero-shot held-out prompt "blue striped").
 model-openvocab: $(STAMP)
-	$(BIN)/python -m pipeline.training.openvocab pipeline/models/demo-openvocab --steps 500
+	$(BIN)/segpipe train --config configs/demo-openvocab.yaml --out pipeline/models/demo-openvocab
 
 bench: $(STAMP)
 	$(BIN)/python bench/memory.py

@@ -1,4 +1,4 @@
-"""Held-out attention report for attention models (SEED.md §4).
+"""Held-out attention report for attention models (ViT): where they look vs where they err.
 
 For a model with ``attention_maps(x) -> (N, heads, h, w)`` (``segcore.models.vit``), each
 held-out scene is cut into windows, and per window the class-token attention (mean over
@@ -22,7 +22,30 @@ from segcore.models.vit import attention_error_correlation
 def attention_report(net: torch.nn.Module, images: list[np.ndarray], labels: list[np.ndarray],
                      *, mean: list[float], std: list[float], scale: float, window: int = 128,
                      ignore: int = 255) -> dict:
-    """``{"correlation_mean", "correlation_std", "windows"}`` over held-out windows."""
+    """Correlation of class-token attention with per-patch error over held-out windows.
+
+    Parameters
+    ----------
+    net : nn.Module
+        With ``stride`` (the patch side) and ``attention_maps(x) -> (N, heads, h, w)``.
+    images : list of (C, H, W) ndarray
+    labels : list of (H, W) ndarray of int
+        ``ignore`` where unlabelled.
+    mean, std : list of float
+        Input normalisation per channel, after ``scale``.
+    scale : float
+        Value scale of the images' sample type.
+    window : int
+        Window side, rounded down to a multiple of the patch side.
+    ignore : int
+        Unlabelled value.
+
+    Returns
+    -------
+    dict
+        ``correlation_mean``, ``correlation_std`` (None without any window with a
+        finite correlation) and ``windows`` (how many counted).
+    """
     patch = int(net.stride)
     window = max(patch, window // patch * patch)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]

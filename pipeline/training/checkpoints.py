@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pipeline.atomic import atomic_path
 from segcore.errors import ConfigError
 
 
@@ -42,16 +43,16 @@ def config_digest(config: dict) -> str:
 def save_checkpoint(path: Path, *, step: int, digest: str, net: torch.nn.Module,
                     opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
                     loss: float) -> None:
-    """Write the training state atomically."""
+    """Write the training state atomically (creating the directory beside the bundle)."""
     state = {
         "step": step, "digest": digest, "loss": loss,
         "model": net.state_dict(), "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(),
         "numpy_rng": json.dumps(rng.bit_generator.state),
     }
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, *, digest: str, net: torch.nn.Module,
@@ -75,6 +76,54 @@ def load_checkpoint(path: Path, *, digest: str, net: torch.nn.Module,
     torch.set_rng_state(state["torch_rng"])
     rng.bit_generator.state = json.loads(state["numpy_rng"])
     return int(state["step"]), float(state["loss"])
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoints of one run: where, for which config, how often.
+
+    Parameters
+    ----------
+    path : Path
+        :func:`checkpoint_path` of the bundle directory.
+    digest : str
+        :func:`config_digest` of the run's config.
+    every : int
+        Steps between checkpoints; 0: only the one a stopped run leaves.
+    """
+
+    path: Path
+    digest: str
+    every: int
+
+    @classmethod
+    def of(cls, out: Path, config: dict, every: int) -> Checkpoints:
+        """The checkpoints of a run writing ``out`` with ``config`` (JSON-able)."""
+        return cls(checkpoint_path(out), config_digest(config), every)
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` ends with a checkpoint."""
+        return bool(self.every) and step % self.every == 0
+
+    def save(self, step: int, *, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+             rng: np.random.Generator, loss: float) -> None:
+        """:func:`save_checkpoint` at :attr:`path`."""
+        save_checkpoint(self.path, step=step, digest=self.digest, net=net, opt=opt, sched=sched,
+                        rng=rng, loss=loss)
+
+    def restore(self, *, net: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                rng: np.random.Generator) -> tuple[int, float]:
+        """The first step to run and the last loss: from the checkpoint if there is one,
+        else ``(1, nan)``."""
+        if not self.path.is_file():
+            return 1, float("nan")
+        done, loss = load_checkpoint(self.path, digest=self.digest, net=net, opt=opt,
+                                     sched=sched, rng=rng)
+        return done + 1, loss
+
+    def remove(self) -> None:
+        """Delete the checkpoint (the bundle is written)."""
+        self.path.unlink(missing_ok=True)
 
 
 def export_network(net: torch.nn.Module, out: Path, *, fmt: str, in_channels: int,

@@ -21,7 +21,12 @@ IGNORE = 255
 
 
 class ExtraLosses(nn.Module):
-    """The configured extra terms for logits ``(N, K, *S)`` and targets ``(N, *S)``."""
+    """The configured extra terms for logits ``(N, K, *S)`` and targets ``(N, *S)``.
+
+    ``forward(logits, target)`` returns their weighted sum, a ``()`` tensor (zero when
+    none is configured; :attr:`active` says whether any is). ``head`` is the auxiliary
+    edge head (trained with the network, not part of the bundle) or None.
+    """
 
     def __init__(self, *, num_classes: int, ndim: int, focal_weight: float = 0.0,
                  focal_gamma: float = 2.0, boundary_weight: float = 0.0,

@@ -1,4 +1,4 @@
-"""Weak supervision from points (SEED.md §7) for ``segpipe train``.
+"""Weak supervision from points (annotator clicks instead of full masks) for ``segpipe train``.
 
 With ``point_supervision`` set, a crop's full label map is not used for the loss:
 each connected region of each class in it (every instance, every patch of stuff)
@@ -71,7 +71,21 @@ def sample_points(labels: np.ndarray, rng: np.random.Generator, *, per_region: i
 
 def point_loss(logits: torch.Tensor, labels: np.ndarray, rng: np.random.Generator,
                cfg: PointSupervision) -> torch.Tensor:
-    """MIL loss of sampled clicks plus the smoothness regulariser for ``(N, K, *S)`` logits."""
+    """MIL loss of sampled clicks plus the smoothness regulariser.
+
+    Parameters
+    ----------
+    logits : (N, K, *S) Tensor of float
+    labels : (N, *S) ndarray of int
+        Full labels the clicks are sampled from (``255`` never clicked).
+    rng : numpy.random.Generator
+        The run's generator (the clicks differ every step).
+    cfg : PointSupervision
+
+    Returns
+    -------
+    () Tensor
+    """
     probs = torch.softmax(logits, dim=1)
     points = sample_points(labels, rng, per_region=cfg.per_region, min_region=cfg.min_region)
     loss = point_mil_loss(probs, points, cfg.radius, surrogate=cfg.surrogate)

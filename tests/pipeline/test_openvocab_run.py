@@ -14,8 +14,8 @@ from pipeline.bundle import load_bundle
 from pipeline.options import RunOptions
 from pipeline.prompts import bundle_with_prompts
 from pipeline.training.openvocab import HELD_OUT, train_openvocab
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
 from segcore.errors import ConfigError
 from segcore.openvocab import attribute_scene
 
@@ -59,8 +59,8 @@ def test_run_with_prompts_reports_the_prompts_as_classes(openvocab_bundle, ray_s
     assert bundle_with_prompts(openvocab_bundle, prompts, tmp_path / ".prompts").path == bundle.path
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=1, batch_size=4))
     try:
-        ws = Workspace(Scene(path, "attrs", SceneKind.GEOTIFF), tmp_path / "out", None)
-        report = run_scene(ws, bundle, RunOptions(tile=128, prompts=prompts), pool)
+        ws = Workspace(Scene(path, "attrs", "geotiff"), tmp_path / "out", None)
+        report = run_scene(ws, bundle, RunOptions(tile=128, prompts=prompts), pool).report.to_json()
     finally:
         pool.shutdown()
     assert list(report["summary"]["classes"]) == prompts

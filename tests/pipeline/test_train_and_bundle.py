@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.bundle import ModelFormat, load_bundle, save_bundle
 from pipeline.inference.predictor import TilePredictor
-from pipeline.training.loop import TrainConfig, load_train_config, train_bundle
+from pipeline.training import TrainConfig, load_train_config, train_bundle
 from segcore.errors import ConfigError, ModelError
 
 TINY = {"base_channels": 4, "depth": 2}

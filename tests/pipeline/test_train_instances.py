@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from pipeline.bundle import load_bundle
-from pipeline.training.loop import Scenes, TrainConfig, crop_targets, train_bundle
+from pipeline.training import TrainConfig, train_bundle
+from pipeline.training.scenes import Scenes
+from pipeline.training.steps import crop_targets
 from segcore.instances.grouping import group_instances
 
 

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from pipeline.bundle import BUNDLED_DIR, load_bundle
-from pipeline.training.loop import PhantomData, TrainConfig, Volumes, evaluate, load_scenes, train_bundle
+from pipeline.training import TrainConfig, train_bundle
+from pipeline.training.data import PhantomData
+from pipeline.training.evaluate import evaluate
+from pipeline.training.scenes import Volumes
 from segcore.synthetic.phantom import LESION
 
 TINY = dict(
@@ -31,7 +34,7 @@ def tiny_bundle(tmp_path_factory):
 
 def test_volume_crops_are_3d_and_augmented_identically():
     data = PhantomData(volumes=1, shape=(32, 32, 32), spacing=(6.0, 6.0, 6.0), lesion_crops=1.0)
-    vols = load_scenes(data, heldout=False, instances=True)
+    vols = data.load(heldout=False, instances=True)
     assert isinstance(vols, Volumes) and vols.images[0].shape == (1, 32, 32, 32)
     xs, ys, zs = vols.instance_crops(np.random.default_rng(0), 6, 16)
     assert xs.shape == (6, 1, 16, 16, 16) and ys.shape == zs.shape == (6, 16, 16, 16)
@@ -93,7 +96,7 @@ def test_bundled_demo_medical_meets_its_targets():
     # re-evaluate on one held-out phantom of the training config
     cfg = TrainConfig.model_validate(spec.training["config"])
     data = cfg.data.model_copy(update={"heldout_volumes": 1})
-    vols = load_scenes(data, heldout=True, instances=True)
+    vols = data.load(heldout=True, instances=True)
     torch.set_num_threads(2)
     again = evaluate(bundle.build(), vols, spec.input.mean, spec.input.std, 1.0,
                      spec.class_names, classes=spec.classes, grouping=cfg.grouping)

@@ -10,9 +10,9 @@ import torch
 
 from pipeline.bundle import ModelFormat, load_bundle
 from pipeline.options import RunOptions
-from pipeline.run.stages import Workspace, run_scene
-from pipeline.discovery import Scene, SceneKind
-from pipeline.training.loop import TrainConfig, train_bundle
+from pipeline.run import Workspace, run_scene
+from pipeline.formats import Scene
+from pipeline.training import TrainConfig, train_bundle
 from pipeline.training.checkpoints import checkpoint_path
 
 BASE = {
@@ -86,8 +86,8 @@ def test_exported_bundle_runs_in_the_pipeline_like_the_state_dict(fmt, exported,
     for name in ("state_dict", fmt):
         pool = WorkerPool(str(exported[name].path), PoolConfig(workers=1, batch_size=2))
         try:
-            ws = Workspace(Scene(image, "export-run", SceneKind.GEOTIFF), tmp_path / name)
-            run_scene(ws, exported[name], RunOptions(tile=128), pool)
+            ws = Workspace(Scene(image, "export-run", "geotiff"), tmp_path / name)
+            run_scene(ws, exported[name], RunOptions(tile=128), pool).report.to_json()
         finally:
             pool.shutdown()
         with rasterio.open(ws.final / "semantic.tif") as src:
@@ -101,7 +101,7 @@ def test_torchscript_bundle_without_a_declared_receptive_field_gets_the_measured
     import shutil
 
     from pipeline.bundle import write_spec
-    from pipeline.run.stages import plan_tiles, receptive_field_of
+    from pipeline.run.plan import plan_tiles, receptive_field_of
 
     src = exported["torchscript"]
     copy = tmp_path / "ts-no-rf"

@@ -6,7 +6,7 @@ import numpy as np
 import zarr
 
 from pipeline.synthdata.phantoms import write_phantom
-from pipeline.training.loop import TrainConfig, train_bundle
+from pipeline.training import TrainConfig, train_bundle
 
 CLASSES = [{"id": 0, "name": "background"}, {"id": 1, "name": "organ"},
            {"id": 2, "name": "lesion", "isthing": True}]
