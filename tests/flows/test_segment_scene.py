@@ -103,7 +103,7 @@ def test_metrics_equal_torchmetrics(scene_factory, demo_bundle, demo_pool, tmp_p
     image, labels = scene_factory("metrics", size=(512, 640), seed=21, nodata=0,
                                   nodata_fraction=0.05)
     ws = Workspace(_scene(image), tmp_path, labels)
-    report = segment_scene(ws, demo_bundle, RunOptions(tile=256), demo_pool)
+    report = segment_scene(ws, demo_bundle, RunOptions(tile=256), demo_pool).report.to_json()
     group = open_store(ws.final / "scene.zarr")
     pred = group[SEMANTIC][:].astype(np.int64)
     valid = group[VALID][:]
