@@ -256,12 +256,9 @@ def train(
     configs/demo-openvocab.yaml) and write a model bundle (checkpoints every
     ``checkpoint_every`` steps; ``--resume`` continues an interrupted run)."""
     from pipeline.training import load_train_config, train_bundle
-    from segcore.errors import SegpipeError
 
-    try:
+    with unusable_on_error(debug):
         cfg = load_train_config(config, {"steps": steps, "export": export})
-    except SegpipeError as exc:
-        raise _fail(str(exc)) from None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
     with Progress(*columns, console=err) as progress:
@@ -270,12 +267,8 @@ def train(
         def on_step(step: int, loss: float) -> None:
             progress.update(bar, completed=step, loss=f"loss {loss:.4f}")
 
-        try:
+        with unusable_on_error(debug):
             bundle = train_bundle(cfg, out, on_step=on_step, resume=resume)
-        except SegpipeError as exc:
-            if debug:
-                traceback.print_exc()
-            raise _fail(str(exc)) from None
     held = (bundle.spec.training or {}).get("heldout", {})
     out_text = ", ".join(f"{k} {v:.4f}" for k, v in held.items() if isinstance(v, float))
     err.print(f"wrote {bundle.path}  held-out: {out_text}")
