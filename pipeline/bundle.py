@@ -24,9 +24,8 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +33,9 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from segcore.classes import ClassRow
 from segcore.errors import ModelError
 from segcore.hints import did_you_mean
+
+if TYPE_CHECKING:  # torch loads only where a model is built: block tasks never need it
+    import torch
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 MODEL_FILE = "model.yaml"
@@ -257,6 +259,8 @@ def load_bundle(model: str | Path) -> ModelBundle:
 
 def load_network(bundle: ModelBundle) -> torch.nn.Module:
     """Load the network of a bundle on the CPU, in eval mode."""
+    import torch
+
     spec = bundle.spec
     try:
         if spec.format is ModelFormat.TORCHSCRIPT:
@@ -300,6 +304,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    import torch
+
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 

@@ -39,3 +39,14 @@ class InputError(SegpipeError, ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        """Pickles as (path, reason), so it crosses process boundaries (Ray tasks) intact.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> str(pickle.loads(pickle.dumps(InputError("a.tif", "truncated"))))
+        'a.tif: truncated'
+        """
+        return (type(self), (self.path, self.reason))

@@ -20,8 +20,10 @@ def ray_session():
     import ray
 
     (_TMP / "ray").mkdir(exist_ok=True)
+    from pipeline.inference.runtime import LOCAL_SYSTEM_CONFIG
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="segpipe",
-             _temp_dir=str(_TMP / "ray"))
+             _temp_dir=str(_TMP / "ray"), _system_config=LOCAL_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
 

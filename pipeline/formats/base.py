@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import zarr
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.options import RunOptions
 from pipeline.streaming.summary import ClassTotals
@@ -154,10 +155,13 @@ class SceneFormat(Protocol):
         ...
 
     def ingest(self, info: Any, store: Path, *, bundle: ModelBundle, options: RunOptions,
-               attrs: dict[str, Any], copy: bool) -> IngestedScene:
+               attrs: dict[str, Any], copy: bool, blocks: BlockMap = serial) -> IngestedScene:
         """Copy the selected bands/channels into ``store`` in canonical layout.
 
         ``copy=False``: a killed run already ingested ``store``; only describe it.
+        ``blocks`` runs the block passes (here and in the methods below): Ray tasks
+        in a run, a loop in tests (:mod:`pipeline.blockmap`). Block functions must be
+        module-level and their arguments must pickle.
         """
         ...
 
@@ -171,22 +175,24 @@ class SceneFormat(Protocol):
         ...
 
     def extra_metrics(self, group: zarr.Group, truth: Truth, ingested: Any, *,
-                      classes: list[tuple[int, str]]) -> dict[str, Any]:
+                      classes: list[tuple[int, str]],
+                      blocks: BlockMap = serial) -> dict[str, Any]:
         """Format-specific metrics beside the semantic and panoptic ones (may be empty)."""
         ...
 
-    def summarise(self, semantic: zarr.Array, ingested: Any, num_classes: int) -> ClassTotals:
+    def summarise(self, semantic: zarr.Array, ingested: Any, num_classes: int,
+                  blocks: BlockMap = serial) -> ClassTotals:
         """Pixels per class and their physical size (``area_m2`` or ``volume_ml``)."""
         ...
 
     def export(self, group: zarr.Group, names: list[str], ingested: Any, out_dir: Path,
-               nodata: dict[str, int]) -> dict[str, str]:
+               nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:
         """Write each label array on the input's own grid; name -> file name."""
         ...
 
     def quicklooks(self, group: zarr.Group, semantic: zarr.Array, ingested: Any, *,
                    colors: list[tuple[int, int, int]], out_dir: Path,
-                   options: RunOptions) -> dict[str, str]:
+                   options: RunOptions, blocks: BlockMap = serial) -> dict[str, str]:
         """Preview images for ``report.html``; caption -> file name."""
         ...
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.formats.base import SuffixFormat, Truth
 from pipeline.io.cog import write_cog
@@ -72,26 +73,34 @@ def check_bands(info: RasterInfo, bands: list[int], needed: int) -> None:
 
 
 def copy_bands(info: RasterInfo, store_path: Path, *, bands: list[int], image_chunk: int,
-               attrs: dict) -> None:
-    """Copy ``bands`` of the raster into a new store at ``store_path``, block by block."""
-    path = Path(info.path)
+               attrs: dict, blocks: BlockMap = serial) -> None:
+    """Copy ``bands`` of the raster into a new store at ``store_path``, one block pass.
+
+    Blocks are ``2 * image_chunk`` pixels a side (whole chunks: no two writers share one).
+    """
     group = create_store(store_path, bands=len(bands), shape=info.shape, dtype=info.dtype,
                          image_chunk=image_chunk, attrs=attrs)
-    image, valid = group[IMAGE], group[VALID]
-    with GeoTiffReader(path, bands=bands) as reader:
-        for rows, cols in iter_blocks(info.shape, (image_chunk * 2, image_chunk * 2)):
-            try:
-                pixels, mask = reader.read_with_valid((rows, cols))
-                image[:, rows, cols] = pixels
-                valid[rows, cols] = mask
-            except InputError:
-                raise
-            except Exception as exc:  # a corrupt block deep inside a valid header
-                raise InputError(
-                    str(path),
-                    f"cannot read pixels at rows {rows.start}-{rows.stop}, "
-                    f"cols {cols.start}-{cols.stop}: {exc}",
-                ) from exc
+    keys = list(iter_blocks(info.shape, (image_chunk * 2, image_chunk * 2)))
+    blocks.map(_copy_block, keys, str(info.path), list(bands), group[IMAGE], group[VALID],
+               label="ingest")
+
+
+def _copy_block(key: tuple[slice, slice], path: str, bands: list[int], image: zarr.Array,
+                valid: zarr.Array) -> None:
+    rows, cols = key
+    try:
+        with GeoTiffReader(Path(path), bands=bands) as reader:
+            pixels, mask = reader.read_with_valid((rows, cols))
+    except InputError:
+        raise
+    except Exception as exc:  # a corrupt block deep inside a valid header
+        raise InputError(
+            path,
+            f"cannot read pixels at rows {rows.start}-{rows.stop}, "
+            f"cols {cols.start}-{cols.stop}: {exc}",
+        ) from exc
+    image[:, rows, cols] = pixels
+    valid[rows, cols] = mask
 
 
 def open_label_raster(path: Path, scene: RasterInfo) -> RasterInfo:
@@ -140,13 +149,14 @@ class GeoTiffFormat(SuffixFormat):
         return open_raster(path)
 
     def ingest(self, info: RasterInfo, store: Path, *, bundle: ModelBundle,
-               options: RunOptions, attrs: dict[str, Any], copy: bool) -> GeoTiffScene:
+               options: RunOptions, attrs: dict[str, Any], copy: bool,
+               blocks: BlockMap = serial) -> GeoTiffScene:
         start = time.perf_counter()
         bands = options.bands or bundle.default_bands(info.count)
         check_bands(info, bands, bundle.spec.input.channels)
         if copy:
             copy_bands(info, store, bands=bands, image_chunk=options.image_chunk,
-                       attrs={**attrs, **info.to_attrs(), "bands": list(bands)})
+                       attrs={**attrs, **info.to_attrs(), "bands": list(bands)}, blocks=blocks)
         seconds = time.perf_counter() - start if copy else 0.0
         return GeoTiffScene(info=info, bands=tuple(bands), seconds=seconds)
 
@@ -170,37 +180,49 @@ class GeoTiffFormat(SuffixFormat):
                 instances.close()
 
     def extra_metrics(self, group: zarr.Group, truth: Truth, ingested: GeoTiffScene, *,
-                      classes: list[tuple[int, str]]) -> dict[str, Any]:
+                      classes: list[tuple[int, str]],
+                      blocks: BlockMap = serial) -> dict[str, Any]:
         return {}
 
-    def summarise(self, semantic: zarr.Array, ingested: GeoTiffScene,
-                  num_classes: int) -> ClassTotals:
-        info = ingested.info
-        a, rf = ellipsoid_from_wkt(info.crs_wkt)
-
-        def areas(key: tuple[slice, ...]) -> np.ndarray:
-            rows, cols = key
-            return pixel_areas(info.transform, (rows.start, rows.stop), (cols.start, cols.stop),
-                               geographic=info.is_geographic, linear_unit_m=info.linear_unit_m,
-                               a=a, rf=rf)
-
-        return summarise(semantic, num_classes, unit=SizeUnit.AREA_M2, sizes=areas)
+    def summarise(self, semantic: zarr.Array, ingested: GeoTiffScene, num_classes: int,
+                  blocks: BlockMap = serial) -> ClassTotals:
+        return summarise(semantic, num_classes, unit=SizeUnit.AREA_M2,
+                         sizes=_PixelAreas(ingested.info), blocks=blocks)
 
     def export(self, group: zarr.Group, names: list[str], ingested: GeoTiffScene,
-               out_dir: Path, nodata: dict[str, int]) -> dict[str, str]:
-        written = {}
-        for name in names:
-            array = group[name]
-            dst = out_dir / f"{name}.tif"
-            write_cog(dst, array, info=ingested.info, dtype=str(array.dtype),
-                      nodata=nodata.get(name))
-            written[name] = dst.name
-        return written
+               out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:
+        """One COG per array, each written by its own block task."""
+        files = blocks.map(_export_cog, names, group, ingested.info, out_dir, nodata,
+                           label="export")
+        return dict(zip(names, files))
 
     def quicklooks(self, group: zarr.Group, semantic: zarr.Array, ingested: GeoTiffScene, *,
                    colors: list[tuple[int, int, int]], out_dir: Path,
-                   options: RunOptions) -> dict[str, str]:
-        return write_quicklooks(group, semantic, colors, out_dir, options.quicklook_size)
+                   options: RunOptions, blocks: BlockMap = serial) -> dict[str, str]:
+        return write_quicklooks(group, semantic, colors, out_dir, options.quicklook_size,
+                                blocks=blocks)
+
+
+@dataclass(frozen=True)
+class _PixelAreas:
+    """Ground area in m² of every pixel of a block (see :mod:`segcore.geodesy`)."""
+
+    info: RasterInfo
+
+    def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
+        info, (rows, cols) = self.info, key
+        a, rf = ellipsoid_from_wkt(info.crs_wkt)
+        return pixel_areas(info.transform, (rows.start, rows.stop), (cols.start, cols.stop),
+                           geographic=info.is_geographic, linear_unit_m=info.linear_unit_m,
+                           a=a, rf=rf)
+
+
+def _export_cog(name: str, group: zarr.Group, info: RasterInfo, out_dir: Path,
+                nodata: dict[str, int]) -> str:
+    array = group[name]
+    dst = Path(out_dir) / f"{name}.tif"
+    write_cog(dst, array, info=info, dtype=str(array.dtype), nodata=nodata.get(name))
+    return dst.name
 
 
 GEOTIFF = GeoTiffFormat()

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,10 +28,15 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.formats.base import SuffixFormat, Truth
 from pipeline.io.nifti import (
-    VolumeInfo, VolumeReader, open_label_volume, open_volume, write_label_volume,
+    VolumeInfo,
+    VolumeReader,
+    open_label_volume,
+    open_volume,
+    write_label_volume,
 )
 from pipeline.options import RunOptions
 from pipeline.report.volume_quicklook import write_volume_quicklooks
@@ -121,7 +127,8 @@ def copy_channels(info: VolumeInfo, store_path: Path, *, channels: list[int], ch
 
 
 def resample_to_model(group: zarr.Group, store_path: Path, info: VolumeInfo, *,
-                      spacing: SpacingDecision, chunk: int) -> tuple[int, int, int]:
+                      spacing: SpacingDecision, chunk: int,
+                      blocks: BlockMap = serial) -> tuple[int, int, int]:
     """Resample image (linear) and valid mask (nearest) into ``store/model``; its shape."""
     shape = resampled_shape(info.shape, spacing.source, spacing.target)
     model = create_store(store_path / MODEL_GROUP, bands=group[IMAGE].shape[0], shape=shape,
@@ -129,8 +136,8 @@ def resample_to_model(group: zarr.Group, store_path: Path, info: VolumeInfo, *,
                              "spacing": list(spacing.target),
                              "canonical_affine": resampled_affine(
                                  info.canonical_affine, info.shape, shape).tolist()})
-    resample_array(group[IMAGE], model[IMAGE], mode="linear", spatial_dims=3)
-    resample_array(group[VALID], model[VALID], mode="nearest", spatial_dims=3)
+    resample_array(group[IMAGE], model[IMAGE], mode="linear", spatial_dims=3, blocks=blocks)
+    resample_array(group[VALID], model[VALID], mode="nearest", spatial_dims=3, blocks=blocks)
     return tuple(shape)
 
 
@@ -166,7 +173,10 @@ class NiftiFormat(SuffixFormat):
         return open_volume(path)
 
     def ingest(self, info: VolumeInfo, store: Path, *, bundle: ModelBundle,
-               options: RunOptions, attrs: dict[str, Any], copy: bool) -> VolumeScene:
+               options: RunOptions, attrs: dict[str, Any], copy: bool,
+               blocks: BlockMap = serial) -> VolumeScene:
+        """Stream the channels into the store (gzip decompresses from the start: one
+        reader), then resample onto the model grid as a block pass."""
         start = time.perf_counter()
         spacing = model_spacing(info, bundle, options)
         channels = options.bands or bundle.default_bands(info.channels)
@@ -180,7 +190,8 @@ class NiftiFormat(SuffixFormat):
         group = copy_channels(info, store, channels=channels, chunk=options.volume_chunk,
                               attrs=attrs)
         shape = resample_to_model(group, store, info, spacing=spacing,
-                                  chunk=options.volume_chunk) if spacing.resample else info.shape
+                                  chunk=options.volume_chunk,
+                                  blocks=blocks) if spacing.resample else info.shape
         return VolumeScene(info, tuple(channels), spacing, tuple(shape),
                            time.perf_counter() - start)
 
@@ -205,37 +216,47 @@ class NiftiFormat(SuffixFormat):
                     str(path))
 
     def extra_metrics(self, group: zarr.Group, truth: Truth, ingested: VolumeScene, *,
-                      classes: list[tuple[int, str]]) -> dict[str, Any]:
+                      classes: list[tuple[int, str]],
+                      blocks: BlockMap = serial) -> dict[str, Any]:
         """HD95 in mm for every class but the background (class 0)."""
         chunks = group[SEMANTIC].chunks
         return {"surface": surface_distances(
             group[SEMANTIC], truth.semantic, group[VALID],
             classes=[c for c in classes if c[0] != 0], spacing=ingested.info.spacing,
             ignore=truth.ignore,
-            chunks=tuple(2 * c for c in chunks))}  # blocks of 2^3 chunks: fewer margin re-reads
+            chunks=tuple(2 * c for c in chunks),  # blocks of 2^3 chunks: fewer margin re-reads
+            blocks=blocks)}
 
-    def summarise(self, semantic: zarr.Array, ingested: VolumeScene,
-                  num_classes: int) -> ClassTotals:
-        voxel_ml = np.float64(float(np.prod(ingested.info.spacing)) / 1000.0)
+    def summarise(self, semantic: zarr.Array, ingested: VolumeScene, num_classes: int,
+                  blocks: BlockMap = serial) -> ClassTotals:
+        voxel_ml = float(np.prod(ingested.info.spacing)) / 1000.0
         return summarise(semantic, num_classes, unit=SizeUnit.VOLUME_ML,
-                         sizes=lambda key: voxel_ml)
+                         sizes=functools.partial(_voxel_volume, voxel_ml), blocks=blocks)
 
     def export(self, group: zarr.Group, names: list[str], ingested: VolumeScene,
-               out_dir: Path, nodata: dict[str, int]) -> dict[str, str]:
-        written = {}
-        for name in names:
-            array = group[name]
-            dst = out_dir / f"{name}.nii.gz"
-            write_label_volume(dst, ingested.info, array.__getitem__, array.dtype)
-            written[name] = dst.name
-        return written
+               out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:
+        """One ``.nii.gz`` per array, each written by its own block task."""
+        files = blocks.map(_export_volume, names, group, ingested.info, out_dir, label="export")
+        return dict(zip(names, files))
 
     def quicklooks(self, group: zarr.Group, semantic: zarr.Array, ingested: VolumeScene, *,
                    colors: list[tuple[int, int, int]], out_dir: Path,
-                   options: RunOptions) -> dict[str, str]:
+                   options: RunOptions, blocks: BlockMap = serial) -> dict[str, str]:
+        """Three orthogonal mid-planes (a few slices: read here, not as a block pass)."""
         return write_volume_quicklooks(group, semantic, colors, out_dir,
                                        spacing=ingested.info.spacing,
                                        max_size=min(options.quicklook_size, 512))
+
+
+def _voxel_volume(voxel_ml: float, key: tuple[slice, ...]) -> np.float64:
+    return np.float64(voxel_ml)
+
+
+def _export_volume(name: str, group: zarr.Group, info: VolumeInfo, out_dir: Path) -> str:
+    array = group[name]
+    dst = Path(out_dir) / f"{name}.nii.gz"
+    write_label_volume(dst, info, array.__getitem__, array.dtype)
+    return dst.name
 
 
 NIFTI = NiftiFormat()

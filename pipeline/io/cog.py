@@ -1,11 +1,14 @@
-"""Export 2-D label arrays as Cloud-Optimized GeoTIFFs, strip by strip.
+"""Export 2-D label arrays as Cloud-Optimized GeoTIFFs, block by block.
 
-The source (a Zarr array in production) is read in strips of whole tile rows
-into a tiled DEFLATE GeoTIFF next to the destination, which GDAL's COG driver
-then copies into the final layout with overviews (nearest or mode: labels are
-never averaged). The result is moved into place with ``os.replace``, so the
-destination is either the old file or the complete new one; temporary files
-are removed on success and on error.
+The source (a Zarr array in production) is read in square blocks of whole tiles into a
+tiled staging GeoTIFF next to the destination (ZSTD level 1: cheap to write and to read
+back, compressed by all cores), which GDAL's COG driver then lays out once with its
+overviews (nearest or mode: labels are never averaged), compressing the final DEFLATE
+tiles on all cores (``NUM_THREADS=ALL_CPUS``). The COG layout (every IFD ahead of the
+data, overviews before the full resolution) needs GDAL's copy step: a COG cannot be
+written in place. The result is moved into place with ``os.replace``, so the destination
+is either the old file or the complete new one; temporary files are removed on success
+and on error.
 """
 
 from __future__ import annotations
@@ -111,12 +114,13 @@ def _cog_options(dtype: str, blocksize: int, method: OverviewResampling) -> dict
         "OVERVIEWS": "AUTO",
         "OVERVIEW_RESAMPLING": method.value.upper(),
         "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
     }
 
 
 def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
                  nodata: int | float | None, blocksize: int, strip: int) -> None:
-    """Tiled DEFLATE GeoTIFF (fast level) written in ``strip`` x ``strip`` blocks.
+    """Tiled ZSTD GeoTIFF (fast level, all cores) written in ``strip`` x ``strip`` blocks.
 
     Square blocks, not full-width strips, so memory does not grow with the scene width.
     """
@@ -125,8 +129,8 @@ def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
         driver="GTiff", width=info.width, height=info.height, count=1, dtype=dtype,
         crs=CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None,
         transform=Affine(*info.transform), nodata=nodata, tiled=True,
-        blockxsize=blocksize, blockysize=blocksize, compress="deflate", zlevel=1,
-        predictor=3 if floating else 2, bigtiff="IF_SAFER",
+        blockxsize=blocksize, blockysize=blocksize, compress="zstd", zstd_level=1,
+        predictor=3 if floating else 2, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
     )
     with rasterio.open(path, "w", **profile) as ds:
         for r0 in range(0, info.height, strip):

@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import IMAGE, INSTANCE, VALID, iter_blocks
 
 
@@ -27,23 +28,32 @@ def decimation(shape: tuple[int, int], max_size: int) -> int:
     return max(1, math.ceil(max(shape) / max_size))
 
 
-def _strided(array: zarr.Array, step: int, lead: tuple = ()) -> np.ndarray:
-    """``array[..., ::step, ::step]`` assembled chunk by chunk."""
+def _strided_block(key: tuple[slice, slice], array: zarr.Array, step: int,
+                   lead: tuple) -> np.ndarray:
+    rows, cols = key
+    return np.asarray(array[(*lead, slice(rows.start, rows.stop, step),
+                             slice(cols.start, cols.stop, step))])
+
+
+def _strided(array: zarr.Array, step: int, lead: tuple = (),
+             blocks: BlockMap = serial) -> np.ndarray:
+    """``array[..., ::step, ::step]`` assembled from a block pass over the chunks."""
     h, w = array.shape[-2:]
     out = np.zeros((*array.shape[:-2], -(-h // step), -(-w // step)), dtype=array.dtype)
     chunk = array.chunks[-2:]
     block = (max(chunk[0], step) // step * step, max(chunk[1], step) // step * step)
-    for rows, cols in iter_blocks((h, w), block):
-        part = array[(*lead, slice(rows.start, rows.stop, step), slice(cols.start, cols.stop, step))]
+    keys = list(iter_blocks((h, w), block))
+    parts = blocks.map(_strided_block, keys, array, step, lead, label="quicklook")
+    for (rows, cols), part in zip(keys, parts):
         out[..., rows.start // step : rows.start // step + part.shape[-2],
             cols.start // step : cols.start // step + part.shape[-1]] = part
     return out
 
 
-def rgb_preview(group: zarr.Group, step: int) -> np.ndarray:
+def rgb_preview(group: zarr.Group, step: int, blocks: BlockMap = serial) -> np.ndarray:
     """``(h, w, 3)`` uint8 contrast-stretched view of the first three bands."""
-    image = _strided(group[IMAGE], step, (slice(None),)).astype(np.float32)
-    valid = _strided(group[VALID], step).astype(bool)
+    image = _strided(group[IMAGE], step, (slice(None),), blocks).astype(np.float32)
+    valid = _strided(group[VALID], step, blocks=blocks).astype(bool)
     bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
     for i, band in enumerate(bands):
@@ -81,12 +91,12 @@ def instance_colours(ids: np.ndarray) -> np.ndarray:
 
 
 def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple[int, int, int]],
-                     out_dir: Path, max_size: int) -> dict[str, str]:
+                     out_dir: Path, max_size: int, blocks: BlockMap = serial) -> dict[str, str]:
     """Write ``quicklook.png`` (image), ``quicklook_semantic.png`` (classes over the image)
     and ``quicklook_classes.png`` (class colours alone, nodata black)."""
     step = decimation(semantic.shape, max_size)
-    rgb = rgb_preview(group, step)
-    labels = _strided(semantic, step)
+    rgb = rgb_preview(group, step, blocks)
+    labels = _strided(semantic, step, blocks=blocks)
     names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png",
              "classes": "quicklook_classes.png"}
     Image.fromarray(rgb).save(out_dir / names["image"], optimize=True)
@@ -94,7 +104,7 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     classes = overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)
     Image.fromarray(classes).save(out_dir / names["classes"], optimize=True)
     if INSTANCE in group:
-        ids = _strided(group[INSTANCE], step)
+        ids = _strided(group[INSTANCE], step, blocks=blocks)
         inside = ids > 0
         shown = (0.35 * rgb).astype(np.uint8)  # darkened scene, instances in full colour
         shown[inside] = instance_colours(ids[inside])

@@ -10,7 +10,6 @@ stage knows which format it runs.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +17,44 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.atomic import write_json_atomic
+from pipeline.atomic import write_json_atomic, write_text_atomic
+from pipeline.blockmap import BlockMap
 from pipeline.bundle import ModelBundle
+from pipeline.distributed import default_blocks
 from pipeline.formats import IngestedScene, SceneFormat, format_of
 from pipeline.inference.pool import WorkerPool
-from pipeline.inference.records import read_records
+from pipeline.inference.records import prepare_records, read_records
 from pipeline.options import RunOptions
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.model import (
-    SceneMetrics, SceneReport, SceneSummary, Seams, TileCounts, Timings,
+    SceneMetrics,
+    SceneReport,
+    SceneSummary,
+    Seams,
+    TileCounts,
+    Timings,
 )
 from pipeline.report.writer import render_html
-from pipeline.run.plan import TilePlan, plan_tiles
+from pipeline.run.plan import TilePlan, fits_store, plan_tiles
 from pipeline.run.resume import mark_ingested, partial_matches
 from pipeline.run.workspace import Workspace, start_partial
+from pipeline.storage.staging import local_dir
 from pipeline.store import (
-    INSTANCE, INSTANCE_RAW, PANOPTIC, SEMANTIC, VALID, create_label_array, open_store,
+    INSTANCE,
+    INSTANCE_RAW,
+    PANOPTIC,
+    SEMANTIC,
+    VALID,
+    create_label_array,
+    open_store,
     semantic_dtype,
 )
 from pipeline.streaming.metrics import label_metrics
-from pipeline.streaming.panoptic import fuse_scene, segment_categories
+from pipeline.streaming.panoptic import fuse_scene
 from pipeline.streaming.resample import resample_back
 from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
 from segcore.errors import InputError
+from segcore.panoptic.fusion import PanopticPlan
 
 STAGE_TIMINGS = ("read", "infer", "stitch", "panoptic", "metrics", "export")
 
@@ -69,12 +83,13 @@ class SceneState:
     work: TileWork = TileWork()
     stitcher: InstanceStitcher | None = None
     seams: Seams = Seams()
-    categories: dict[int, int] = field(default_factory=dict)
+    segments: PanopticPlan | None = None  # the predicted panoptic segments (small table)
     summary: SceneSummary | None = None
     metrics: SceneMetrics | None = None
     exports: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    blocks: BlockMap = field(default_factory=default_blocks)  # where block passes run
 
     @property
     def format(self) -> SceneFormat:
@@ -84,6 +99,16 @@ class SceneState:
     def scene(self) -> IngestedScene:
         assert self.ingested is not None, "ingest stage has not run"
         return self.ingested
+
+    @property
+    def has_instances(self) -> bool:
+        """Whether the model has an instance head (else no instance/panoptic outputs)."""
+        return "instance" in self.bundle.spec.heads
+
+    @property
+    def label_names(self) -> list[str]:
+        """The label arrays this model produces (and the run exports)."""
+        return [SEMANTIC, INSTANCE, PANOPTIC] if self.has_instances else [SEMANTIC]
 
     @property
     def infer_store(self) -> Path:
@@ -116,7 +141,7 @@ def stage_ingest(state: SceneState) -> None:
     attrs = {"scene_id": ws.scene.scene_id, "input": str(ws.scene.path), "model": spec.name,
              "classes": [c.model_dump() for c in spec.classes]}
     state.ingested = fmt.ingest(info, ws.store, bundle=state.bundle, options=state.options,
-                                attrs=attrs, copy=not state.resumed)
+                                attrs=attrs, copy=not state.resumed, blocks=state.blocks)
     state.timings["read"] = state.ingested.seconds
     if not state.resumed:
         mark_ingested(ws.partial, state.fingerprint)
@@ -134,7 +159,7 @@ def _start_stitcher(state: SceneState, group: zarr.Group) -> None:
     chunks, reuse = state.plan.grid.chunks, state.resumed
     dtype, nodata = semantic_dtype(state.bundle.spec.num_classes)
     _label_array(group, SEMANTIC, reuse=reuse, dtype=dtype, fill_value=nodata, chunks=chunks)
-    if "instance" in state.bundle.spec.heads:
+    if state.has_instances:
         raw = _label_array(group, INSTANCE_RAW, reuse=reuse, dtype=np.dtype("uint64"),
                            fill_value=0, chunks=chunks)
         state.stitcher = InstanceStitcher(raw)
@@ -143,9 +168,7 @@ def _start_stitcher(state: SceneState, group: zarr.Group) -> None:
 def _reusable_records(state: SceneState) -> dict[int, object]:
     """Completion records of a killed run's tiles that belong to this plan."""
     records = state.workspace.records
-    if not state.resumed:
-        shutil.rmtree(records, ignore_errors=True)
-    records.mkdir(exist_ok=True)
+    prepare_records(records, keep=state.resumed)
     grid = state.plan.grid
     flats = {grid.flat_index(t.index): t.index for t in grid}
     return {f: o for f, o in read_records(records).items()
@@ -159,9 +182,12 @@ def stage_infer(state: SceneState, pool: WorkerPool) -> None:
     their records feed the instance stitcher as if they had just finished.
     """
     start = time.perf_counter()
-    state.plan = plan_tiles(state.scene.model_shape, state.bundle, state.options)
+    state.plan = plan_tiles(state.scene.model_shape, state.bundle, state.options,
+                            workers=max(1, len(pool.actors)))
     grid = state.plan.grid
-    _start_stitcher(state, open_store(state.infer_store, mode="r+"))
+    group = open_store(state.infer_store, mode="r+")
+    state.resumed = state.resumed and fits_store(state.plan, group)  # else recompute tiles
+    _start_stitcher(state, group)
     reused = _reusable_records(state)
     if state.stitcher is not None and reused:
         state.stitcher.add(list(reused.values()))
@@ -181,13 +207,15 @@ def stage_infer(state: SceneState, pool: WorkerPool) -> None:
 
 
 def _stitch_instances(state: SceneState) -> None:
-    """Instances matched in the halo overlaps and renumbered 1..M, chunk by chunk."""
+    """Instances matched in the halo overlaps and renumbered 1..M, one block pass."""
+    if not state.has_instances:
+        return
     group = open_store(state.infer_store, mode="r+")
     instance = create_label_array(group, INSTANCE, dtype=np.dtype("uint32"), fill_value=0,
                                   chunks=state.plan.grid.chunks)
     if state.stitcher is not None:
         plan = state.stitcher.plan()
-        relabel_instances(group[INSTANCE_RAW], instance, plan)
+        relabel_instances(group[INSTANCE_RAW], instance, plan, blocks=state.blocks)
         state.stitcher = None
         st = plan.stats
         state.seams = Seams(instances_merged_across_tiles=st.n_merged, merges=st.n_merges,
@@ -208,23 +236,28 @@ def stage_stitch(state: SceneState) -> None:
     _stitch_instances(state)
     group = state.group("r+")
     if (model_group := state.scene.model_group) is not None:
-        for name in (SEMANTIC, INSTANCE):
-            resample_back(group, name, model_group=model_group, chunks=group[VALID].chunks)
+        for name in (SEMANTIC, INSTANCE) if state.has_instances else (SEMANTIC,):
+            resample_back(group, name, model_group=model_group, chunks=group[VALID].chunks,
+                          blocks=state.blocks)
     spec = state.bundle.spec
-    totals = state.format.summarise(group[SEMANTIC], state.scene, spec.num_classes)
+    totals = state.format.summarise(group[SEMANTIC], state.scene, spec.num_classes,
+                                    blocks=state.blocks)
     state.summary = SceneSummary(classes=totals.to_dict(spec.class_names), instances={},
                                  nodata_pixels=totals.nodata_pixels)
     state.timings["stitch"] = time.perf_counter() - start
 
 
 def stage_panoptic(state: SceneState) -> None:
-    """Fuse semantic + instance into ``panoptic`` and ``segments.json``."""
+    """Fuse semantic + instance into ``panoptic`` and ``segments.json`` (a model without
+    instances gets its stuff segments in ``segments.json`` and no ``panoptic`` array)."""
     start = time.perf_counter()
     spec = state.bundle.spec
     _, nodata = semantic_dtype(spec.num_classes)
-    plan, segments = fuse_scene(state.group("r+"), SEMANTIC, INSTANCE, spec.class_rows,
-                                nodata=nodata, min_stuff_area=spec.min_stuff_area)
-    state.categories = segment_categories(plan)
+    plan, segments = fuse_scene(state.group("r+"), SEMANTIC,
+                                INSTANCE if state.has_instances else None, spec.class_rows,
+                                nodata=nodata, min_stuff_area=spec.min_stuff_area,
+                                blocks=state.blocks)
+    state.segments = plan
     write_json_atomic(state.workspace.partial / "segments.json",
                       {"segments_info": segments, "categories": [
                           {"id": c.id, "name": c.name, "isthing": int(c.isthing)}
@@ -251,12 +284,13 @@ def _metrics(state: SceneState, labels: Path) -> dict:
     group, rows = state.group("r+"), state.bundle.spec.class_rows
     with state.format.open_labels(labels, state.scene, group) as truth:
         metrics = label_metrics(
-            group[SEMANTIC], group[PANOPTIC], group[VALID], truth.semantic, truth.instance,
-            ignore=truth.ignore, classes=rows, pred_categories=state.categories,
-            seam_tile=_seam_tile(state), seam_width=max(state.plan.halo, 1),
-            source=truth.source)
+            group[SEMANTIC], group[PANOPTIC] if state.has_instances else None, group[VALID],
+            truth.semantic, truth.instance, ignore=truth.ignore, classes=rows,
+            pred_plan=state.segments, seam_tile=_seam_tile(state),
+            seam_width=max(state.plan.halo, 1), source=truth.source, blocks=state.blocks)
         metrics.update(state.format.extra_metrics(group, truth, state.scene,
-                                                  classes=[(c.id, c.name) for c in rows]))
+                                                  classes=[(c.id, c.name) for c in rows],
+                                                  blocks=state.blocks))
     return metrics
 
 
@@ -276,9 +310,11 @@ def stage_export(state: SceneState) -> None:
     """Exports of the label arrays on the input's own grid (the format decides how)."""
     start = time.perf_counter()
     _, nodata = semantic_dtype(state.bundle.spec.num_classes)
-    state.exports = state.format.export(state.group(), [SEMANTIC, INSTANCE, PANOPTIC],
-                                        state.scene, state.workspace.partial,
-                                        {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0})
+    with local_dir(state.workspace.partial) as out_dir:  # uploaded when out is s3://
+        state.exports = state.format.export(state.group(), state.label_names, state.scene,
+                                            out_dir,
+                                            {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0},
+                                            blocks=state.blocks)
     state.timings["export"] = time.perf_counter() - start
 
 
@@ -292,7 +328,7 @@ def build_report(state: SceneState, outputs: dict[str, str | dict[str, str]]) ->
         shape=grid.pop("shape"), model=state.bundle.name,
         tiles=TileCounts(total=len(plan.grid), computed=work.computed, reused=work.reused,
                          retried=work.retried, skipped_empty=work.skipped, tile=plan.tile,
-                         halo=plan.halo),
+                         halo=plan.halo, **plan.report_fields()),
         fingerprint=state.fingerprint,
         timings_s=Timings(**timings, total=round(time.perf_counter() - state.started, 4)),
         summary=state.summary, metrics=state.metrics, seams=state.seams, outputs=outputs,
@@ -303,12 +339,14 @@ def stage_report(state: SceneState) -> SceneReport:
     """Quicklooks, ``report.html``, then ``report.json`` (last, atomically)."""
     ws, spec = state.workspace, state.bundle.spec
     group = state.group()
-    images = state.format.quicklooks(group, group[SEMANTIC], state.scene, colors=spec.colors,
-                                     out_dir=ws.partial, options=state.options)
+    with local_dir(ws.partial) as out_dir:  # uploaded when out is s3://
+        images = state.format.quicklooks(group, group[SEMANTIC], state.scene,
+                                         colors=spec.colors, out_dir=out_dir,
+                                         options=state.options, blocks=state.blocks)
     outputs = {**state.exports, "zarr": "scene.zarr", "segments": "segments.json",
                "quicklooks": images}
     report = build_report(state, outputs)
-    (ws.partial / "report.html").write_text(
-        render_html(report, dict(zip(spec.class_names, spec.colors)), images))
+    write_text_atomic(ws.partial / "report.html",
+                      render_html(report, dict(zip(spec.class_names, spec.colors)), images))
     write_json_atomic(ws.partial / "report.json", report.to_json())
     return report

@@ -9,15 +9,15 @@ chunks add up to the scene's.
 
 from __future__ import annotations
 
-
 import numpy as np
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
 from pipeline.streaming.panoptic import fusion_stats, segment_categories
 from segcore.classes import ClassRow
 from segcore.errors import ConfigError, InputError
 from segcore.metrics.confusion import SemanticScores, confusion_matrix
-from segcore.panoptic.fusion import apply_plan, decide
+from segcore.panoptic.fusion import PanopticPlan, apply_plan, decide
 from segcore.panoptic.quality import PanopticAccumulator, panoptic_quality
 
 
@@ -60,13 +60,39 @@ def seam_band(key: tuple[slice, ...], *, shape: tuple[int, ...], tile: tuple[int
     return band
 
 
+def _block_metrics(key: tuple[slice, ...], semantic, panoptic, valid, truth, truth_inst, *args
+                   ) -> tuple[dict[str, np.ndarray], PanopticAccumulator]:
+    ignore, k, true_plan, pred_plan, shape, seam_tile, seam_width, source = args
+    t_sem = np.asarray(truth[key])
+    t_inst = np.asarray(truth_inst[key]) if truth_inst is not None else np.zeros_like(t_sem)
+    ok = np.asarray(valid[key], dtype=bool)
+    band = seam_band(key, shape=shape, tile=seam_tile, width=seam_width)
+    pred = np.asarray(semantic[key])
+    cms = {}
+    try:
+        for name, mask in (("all", ok), ("inside_tiles", ok & ~band), ("near_seams", ok & band)):
+            cms[name] = confusion_matrix(pred, t_sem, k, ignore_index=ignore, valid=mask)
+    except ConfigError as exc:
+        raise InputError(source, f"labels do not match the model's class table: {exc}") from exc
+    if panoptic is not None:
+        pred_pan = np.asarray(panoptic[key])
+    else:  # no instance head: the prediction's segments are its stuff classes
+        pred_pan = apply_plan(pred_plan, pred, np.zeros(pred.shape, np.uint32), ok)
+    acc = PanopticAccumulator()
+    acc.add(pred_pan, apply_plan(true_plan, t_sem, t_inst, ok))
+    return cms, acc
+
+
 def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
-                  classes: list[ClassRow], pred_categories: dict[int, int],
-                  seam_tile: tuple[int, ...], seam_width: int, source: str) -> dict:
+                  classes: list[ClassRow], pred_plan: PanopticPlan,
+                  seam_tile: tuple[int, ...], seam_width: int, source: str,
+                  blocks: BlockMap = serial) -> dict:
     """Semantic metrics (whole scene, inside tiles, near seams) and panoptic quality.
 
-    ``semantic``, ``panoptic``, ``valid``, ``truth`` and ``truth_inst`` are sliceable
-    2-D or 3-D arrays of one shape (zarr arrays or window readers), read chunk by chunk.
+    ``semantic``, ``valid``, ``truth`` and ``truth_inst`` are sliceable 2-D or 3-D
+    arrays of one shape (zarr arrays or window readers that pickle), read block by
+    block in two block passes. ``panoptic`` is the predicted segment array, or None for
+    a model without instances (its segments then come from ``pred_plan`` on the fly).
     Truth panoptic segments are fused from the labels with the same rules as the
     prediction (``min_stuff_area`` 0); ``ignore`` (unlabelled) voxels are void in the truth.
     """
@@ -74,25 +100,19 @@ def label_metrics(semantic, panoptic, valid, truth, truth_inst, *, ignore: int,
     names = [c.name for c in classes]
     shape = tuple(semantic.shape)
     true_plan = decide(fusion_stats(truth, truth_inst, valid, nodata=ignore,
-                                    block=semantic.chunks), classes)
+                                    block=semantic.chunks, blocks=blocks), classes)
     cms = {"all": np.zeros((k, k), np.int64), "inside_tiles": np.zeros((k, k), np.int64),
            "near_seams": np.zeros((k, k), np.int64)}
     acc = PanopticAccumulator()
-    for key in iter_blocks(shape, semantic.chunks):
-        t_sem, t_inst = np.asarray(truth[key]), np.asarray(truth_inst[key])
-        ok = np.asarray(valid[key], dtype=bool)
-        band = seam_band(key, shape=shape, tile=seam_tile, width=seam_width)
-        pred = semantic[key]
-        try:
-            for name, mask in (("all", ok), ("inside_tiles", ok & ~band),
-                               ("near_seams", ok & band)):
-                cms[name] += confusion_matrix(pred, t_sem, k, ignore_index=ignore, valid=mask)
-        except ConfigError as exc:
-            raise InputError(source,
-                             f"labels do not match the model's class table: {exc}") from exc
-        acc.add(panoptic[key], apply_plan(true_plan, t_sem, t_inst, ok))
+    parts = blocks.map(_block_metrics, list(iter_blocks(shape, semantic.chunks)), semantic,
+                       panoptic, valid, truth, truth_inst, ignore, k, true_plan, pred_plan,
+                       shape, tuple(seam_tile), seam_width, source, label="metrics")
+    for part_cms, _ in parts:
+        for name, cm in part_cms.items():
+            cms[name] += cm
+    acc.merge_all([part_acc for _, part_acc in parts])
     things = [c.id for c in classes if c.isthing]
-    pq = panoptic_quality(acc, pred_categories, segment_categories(true_plan),
+    pq = panoptic_quality(acc, segment_categories(pred_plan), segment_categories(true_plan),
                           {c.id: c.name for c in classes}, thing_ids=things).to_dict()
     return {
         "semantic": semantic_metrics(cms["all"], names),

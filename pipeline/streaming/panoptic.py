@@ -1,10 +1,15 @@
-"""Panoptic fusion over the Zarr store, chunk by chunk (rules: segcore.panoptic.fusion).
+"""Panoptic fusion over the Zarr store, block by block (rules: segcore.panoptic.fusion).
 
-Pass 1 streams (semantic, instance, valid) chunks into per-(instance, class)
-pixel counts and bounding boxes; :func:`segcore.panoptic.fusion.decide` turns
-them into a segment table (majority class per instance, one segment per stuff
-class, stuff below ``min_stuff_area`` and nodata void); pass 2 writes the
-``panoptic`` array (uint32 segment ids, 0 = void) chunk by chunk.
+Pass 1 maps (semantic, instance, valid) chunks to per-(instance, class) pixel counts and
+bounding boxes, merged into one :class:`FusionStats`; :func:`decide` turns them into a
+segment table (majority class per instance, one segment per stuff class, stuff below
+``min_stuff_area`` and nodata void); pass 2 writes the ``panoptic`` array (uint32 segment
+ids, 0 = void) chunk by chunk. Both passes are block passes (:mod:`pipeline.blockmap`):
+on a cluster each chunk group is a task and only the small statistics come back.
+
+A model without an instance head has no ``instance`` array (``instance=None``): its
+segments are the stuff segments of the semantic classes, and no ``panoptic`` array is
+written (it would repeat the semantic array with other numbers).
 """
 
 from __future__ import annotations
@@ -14,33 +19,64 @@ from collections.abc import Sequence
 import numpy as np
 import zarr
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import PANOPTIC, VALID, create_label_array, iter_blocks
-from segcore.panoptic.fusion import FusionStats, PanopticPlan, apply_plan, decide, segments_table
+from segcore.panoptic.fusion import (
+    FusionStats,
+    PanopticPlan,
+    apply_plan,
+    decide,
+    segments_table,
+)
 
 
-def fusion_stats(semantic: zarr.Array | np.ndarray, instance: zarr.Array | np.ndarray,
-                 valid: zarr.Array | np.ndarray, *, nodata: int,
-                 block: tuple[int, ...]) -> FusionStats:
-    """Pass 1 over 2-D or 3-D arrays (anything sliceable: zarr arrays or reader views)."""
-    shape = tuple(semantic.shape)
-    stats = FusionStats(ndim=len(shape), nodata=nodata)
-    for key in iter_blocks(shape, block):
-        stats.add(np.asarray(semantic[key]), np.asarray(instance[key]),
-                  np.asarray(valid[key], dtype=bool), offset=tuple(s.start for s in key))
+def _instance_block(instance, key: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    if instance is None:
+        return np.zeros(shape, np.uint32)
+    return np.asarray(instance[key])
+
+
+def _block_stats(key: tuple[slice, ...], semantic, instance, valid,
+                 nodata: int) -> FusionStats:
+    sem = np.asarray(semantic[key])
+    stats = FusionStats(ndim=sem.ndim, nodata=nodata)
+    stats.add(sem, _instance_block(instance, key, sem.shape), np.asarray(valid[key], dtype=bool),
+              offset=tuple(s.start for s in key))
     return stats
 
 
-def fuse_scene(group: zarr.Group, semantic: str, instance: str,
+def fusion_stats(semantic: zarr.Array | np.ndarray, instance: zarr.Array | np.ndarray | None,
+                 valid: zarr.Array | np.ndarray, *, nodata: int,
+                 block: tuple[int, ...], blocks: BlockMap = serial) -> FusionStats:
+    """Pass 1 over 2-D or 3-D arrays (anything sliceable that pickles: zarr arrays or
+    reader views); ``instance=None`` means no instances."""
+    shape = tuple(semantic.shape)
+    stats = FusionStats(ndim=len(shape), nodata=nodata)
+    return stats.merge_all(blocks.map(_block_stats, list(iter_blocks(shape, block)), semantic,
+                                      instance, valid, nodata, label="fusion"))
+
+
+def _apply_block(key: tuple[slice, ...], plan: PanopticPlan, semantic, instance, valid,
+                 out) -> None:
+    sem = np.asarray(semantic[key])
+    out[key] = apply_plan(plan, sem, _instance_block(instance, key, sem.shape),
+                          np.asarray(valid[key], bool))
+
+
+def fuse_scene(group: zarr.Group, semantic: str, instance: str | None,
                classes: Sequence[tuple[int, str, bool]], *, nodata: int,
-               min_stuff_area: int) -> tuple[PanopticPlan, list[dict]]:
-    """Write ``group/panoptic``; returns the plan and the ``segments.json`` table."""
-    sem, inst, valid = group[semantic], group[instance], group[VALID]
-    stats = fusion_stats(sem, inst, valid, nodata=nodata, block=sem.chunks)
+               min_stuff_area: int, blocks: BlockMap = serial) -> tuple[PanopticPlan, list[dict]]:
+    """The scene's segment plan and ``segments.json`` table; writes ``group/panoptic``
+    unless ``instance`` is None (a model without instances)."""
+    sem, valid = group[semantic], group[VALID]
+    inst = group[instance] if instance is not None else None
+    stats = fusion_stats(sem, inst, valid, nodata=nodata, block=sem.chunks, blocks=blocks)
     plan = decide(stats, classes, min_stuff_area=min_stuff_area)
-    out = create_label_array(group, PANOPTIC, dtype=np.dtype("uint32"), fill_value=0,
-                             chunks=sem.chunks)
-    for block in iter_blocks(sem.shape, sem.chunks):
-        out[block] = apply_plan(plan, sem[block], inst[block], np.asarray(valid[block], bool))
+    if inst is not None:
+        out = create_label_array(group, PANOPTIC, dtype=np.dtype("uint32"), fill_value=0,
+                                 chunks=sem.chunks)
+        blocks.map(_apply_block, list(iter_blocks(sem.shape, sem.chunks)), plan, sem, inst,
+                   valid, out, label="fusion-apply")
     return plan, segments_table(plan)
 
 

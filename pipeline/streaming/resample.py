@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import VALID, iter_blocks
 from segcore.errors import ConfigError
 from segcore.geometry.resample import (
@@ -88,8 +89,15 @@ def _resample_chunk(src: Any, chunk: tuple[slice, ...], lead: int, mode: Resampl
     return nearest_block(box, origin, axes)
 
 
+def _resample_block(chunk: tuple[slice, ...], src: Any, dst: Any, lead: int,
+                    mode: ResampleMode) -> None:
+    values = _resample_chunk(src, chunk, lead, mode, tuple(dst.shape))
+    dst[chunk] = values.astype(dst.dtype, copy=False)
+
+
 def resample_array(
-    src: Any, dst: Any, *, mode: ResampleMode | str, spatial_dims: int = 3
+    src: Any, dst: Any, *, mode: ResampleMode | str, spatial_dims: int = 3,
+    blocks: BlockMap = serial,
 ) -> None:
     """Fill ``dst`` with ``src`` resampled onto ``dst``'s grid, chunk by chunk.
 
@@ -106,6 +114,9 @@ def resample_array(
         for labels and bool masks.
     spatial_dims : int, default 3
         Number of trailing axes to resample; leading axes pass through.
+    blocks : BlockMap, default serial
+        Where the chunks are computed (a Ray cluster: :mod:`pipeline.distributed`);
+        ``src`` and ``dst`` must then pickle (zarr arrays do).
 
     Raises
     ------
@@ -116,16 +127,15 @@ def resample_array(
     mode = parse_choice(ResampleMode, mode, name="mode")
     lead = _check_arrays(src, dst, spatial_dims, mode)
     dst_shape = tuple(dst.shape)
-    for chunk in iter_blocks(dst_shape, tuple(getattr(dst, "chunks", dst_shape))):
-        values = _resample_chunk(src, chunk, lead, mode, dst_shape)
-        dst[chunk] = values.astype(dst.dtype, copy=False)
+    chunks = list(iter_blocks(dst_shape, tuple(getattr(dst, "chunks", dst_shape))))
+    blocks.map(_resample_block, chunks, src, dst, lead, mode, label="resample")
 
 
 def resample_back(group: zarr.Group, name: str, *, model_group: str,
-                  chunks: tuple[int, ...]) -> zarr.Array:
+                  chunks: tuple[int, ...], blocks: BlockMap = serial) -> zarr.Array:
     """``<model_group>/<name>`` -> ``<name>`` on the stored grid, nearest neighbour."""
     src = group[f"{model_group}/{name}"]
     dst = group.create_array(name, shape=group[VALID].shape, chunks=chunks, dtype=src.dtype,
                              fill_value=src.fill_value, compressors=_COMPRESSORS, overwrite=True)
-    resample_array(src, dst, mode="nearest", spatial_dims=len(dst.shape))
+    resample_array(src, dst, mode="nearest", spatial_dims=len(dst.shape), blocks=blocks)
     return dst

@@ -14,9 +14,16 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from pipeline.streaming.tile_outcome import TileOutcome, unpack_patch
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
-from segcore.labels.stitch import IdRange, OverlapTable, StitchPlan, overlap_table, stitch_plan
+from pipeline.streaming.tile_outcome import TileOutcome, unpack_patch
+from segcore.labels.stitch import (
+    IdRange,
+    OverlapTable,
+    StitchPlan,
+    overlap_table,
+    stitch_plan,
+)
 
 
 class InstanceStitcher:
@@ -52,7 +59,14 @@ class InstanceStitcher:
         return stitch_plan(self.tables, self.ranges, cut_ids=self.cut, dtype=np.uint32)
 
 
-def relabel_instances(raw: zarr.Array, out: zarr.Array, plan: StitchPlan) -> None:
-    """Write ``out = plan(raw)`` chunk by chunk."""
-    for block in iter_blocks(raw.shape, raw.chunks):
-        out[block] = plan.label_map.apply(raw[block])
+def _relabel_block(key: tuple[slice, ...], raw: zarr.Array, out: zarr.Array,
+                   label_map: object) -> None:
+    out[key] = label_map.apply(raw[key])
+
+
+def relabel_instances(raw: zarr.Array, out: zarr.Array, plan: StitchPlan,
+                      blocks: BlockMap = serial) -> None:
+    """Write ``out = plan(raw)``, one block pass over the chunks (the lookup table is
+    sent to each worker once)."""
+    blocks.map(_relabel_block, list(iter_blocks(raw.shape, raw.chunks)), raw, out,
+               plan.label_map, label="relabel")

@@ -17,6 +17,7 @@ from enum import Enum
 import numpy as np
 import zarr
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
 
 
@@ -56,12 +57,27 @@ class ClassTotals:
     def add(self, labels: np.ndarray, sizes: np.ndarray) -> None:
         """Add a block ``(*block)`` of class ids with its per-pixel sizes (broadcastable)."""
         k = self.num_classes
-        inside = labels < k
-        self.nodata_pixels += int(labels.size - inside.sum())
-        lab = labels[inside].astype(np.int64)
-        self.pixels += np.bincount(lab, minlength=k)[:k]
-        weights = np.broadcast_to(sizes, labels.shape)[inside]
-        self.size += np.bincount(lab, weights=weights, minlength=k)[:k]
+        lab = np.minimum(labels, k).astype(np.intp)  # k: nodata and anything above
+        counts = np.bincount(lab.ravel(), minlength=k + 1)
+        self.nodata_pixels += int(counts[k])
+        self.pixels += counts[:k]
+        sizes = np.asarray(sizes, dtype=np.float64)
+        if sizes.size == 1 or sizes.min() == sizes.max():  # one size (projected grids, voxels)
+            self.size += counts[:k] * float(sizes.flat[0])
+        elif lab.ndim == 2 and sizes.shape == (lab.shape[0], 1):  # one size per row
+            rows = np.arange(lab.shape[0], dtype=np.intp)[:, None] * (k + 1)
+            per_row = np.bincount((lab + rows).ravel(), minlength=lab.shape[0] * (k + 1))
+            self.size += sizes[:, 0] @ per_row.reshape(lab.shape[0], k + 1)[:, :k]
+        else:
+            weights = np.broadcast_to(sizes, labels.shape)
+            self.size += np.bincount(lab.ravel(), weights=weights.ravel(), minlength=k + 1)[:k]
+
+    def merge(self, other: ClassTotals) -> ClassTotals:
+        """Add ``other``'s counts into this one (in place); returns self."""
+        self.pixels += other.pixels
+        self.size += other.size
+        self.nodata_pixels += other.nodata_pixels
+        return self
 
     def to_dict(self, names: list[str]) -> dict[str, dict[str, int | float]]:
         """Per class name: ``{"pixels": n, <unit>: total}``."""
@@ -71,10 +87,22 @@ class ClassTotals:
         }
 
 
-def summarise(semantic: zarr.Array, num_classes: int, *, unit: SizeUnit,
-              sizes: BlockSizes) -> ClassTotals:
-    """Stream ``semantic`` chunk by chunk into class totals (nodata left out)."""
+def _block_totals(key: tuple[slice, ...], semantic: zarr.Array, num_classes: int,
+                  unit: SizeUnit, sizes: BlockSizes) -> ClassTotals:
     totals = ClassTotals(num_classes, unit)
-    for key in iter_blocks(semantic.shape, semantic.chunks):
-        totals.add(semantic[key], sizes(key))
+    totals.add(semantic[key], sizes(key))
+    return totals
+
+
+def summarise(semantic: zarr.Array, num_classes: int, *, unit: SizeUnit,
+              sizes: BlockSizes, blocks: BlockMap = serial) -> ClassTotals:
+    """Class totals of ``semantic`` (nodata left out), one block pass over its chunks.
+
+    ``sizes`` travels to the block tasks, so it must pickle (a closure over plain
+    values does: Ray sends functions by value).
+    """
+    totals = ClassTotals(num_classes, unit)
+    for part in blocks.map(_block_totals, list(iter_blocks(semantic.shape, semantic.chunks)),
+                           semantic, num_classes, unit, sizes, label="totals"):
+        totals.merge(part)
     return totals

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
 from segcore.errors import ConfigError
 from segcore.metrics.surface import block_surface_voxels, hausdorff_percentile
@@ -61,6 +62,22 @@ def _check_inputs(pred: Any, truth: Any, valid: Any, spacing: Sequence[float]) -
         )
 
 
+def _block_surfaces(block: tuple[slice, ...], pred: Any, truth: Any, valid: Any | None,
+                    classes: Sequence[int], ignore: int | None,
+                    shape: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    t = _read_with_margin(truth, block, shape)
+    p = _read_with_margin(pred, block, shape)
+    # the margin outside the array is background for every class, class 0 included
+    keep = _read_with_margin(_Ones(), block, shape).astype(bool, copy=False)
+    if valid is not None:
+        keep &= _read_with_margin(valid, block, shape).astype(bool, copy=False)
+    if ignore is not None:
+        keep &= t != ignore
+    origin = tuple(b.start for b in block)
+    return {c: (block_surface_voxels((p == c) & keep, origin=origin),
+                block_surface_voxels((t == c) & keep, origin=origin)) for c in classes}
+
+
 def collect_surfaces(
     pred: Any,
     truth: Any,
@@ -69,29 +86,20 @@ def collect_surfaces(
     classes: Sequence[int],
     ignore: int | None,
     chunks: tuple[int, ...] | None = None,
+    blocks: BlockMap = serial,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Surface voxels ``(pred_points, true_points)``, each ``(N, D) int64``, per class id.
 
-    Arguments as in :func:`surface_distances`.
+    Arguments as in :func:`surface_distances`; one block pass (the points come back).
     """
     shape = tuple(truth.shape)
     _check_inputs(pred, truth, valid, [1.0] * len(shape))
     block_shape = tuple(chunks or getattr(truth, "chunks", shape))
-    found: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {c: ([], []) for c in classes}
-    for block in iter_blocks(shape, block_shape):
-        t = _read_with_margin(truth, block, shape)
-        p = _read_with_margin(pred, block, shape)
-        # the margin outside the array is background for every class, class 0 included
-        keep = _read_with_margin(_Ones(), block, shape).astype(bool, copy=False)
-        if valid is not None:
-            keep &= _read_with_margin(valid, block, shape).astype(bool, copy=False)
-        if ignore is not None:
-            keep &= t != ignore
-        origin = tuple(b.start for b in block)
-        for c, (pred_parts, true_parts) in found.items():
-            pred_parts.append(block_surface_voxels((p == c) & keep, origin=origin))
-            true_parts.append(block_surface_voxels((t == c) & keep, origin=origin))
-    return {c: (np.concatenate(a), np.concatenate(b)) for c, (a, b) in found.items()}
+    parts = blocks.map(_block_surfaces, list(iter_blocks(shape, block_shape)), pred, truth,
+                       valid, list(classes), ignore, shape, label="surface")
+    empty = np.zeros((0, len(shape)), np.int64)
+    return {c: (np.concatenate([empty, *(part[c][0] for part in parts)]),
+                np.concatenate([empty, *(part[c][1] for part in parts)])) for c in classes}
 
 
 def surface_distances(
@@ -103,6 +111,7 @@ def surface_distances(
     spacing: tuple[float, ...],
     ignore: int | None,
     chunks: tuple[int, ...] | None = None,
+    blocks: BlockMap = serial,
 ) -> dict[str, dict[str, float | None]]:
     """HD95 in mm per class between predicted and true label arrays.
 
@@ -121,6 +130,8 @@ def surface_distances(
         Truth value excluded like ``valid == False``.
     chunks : tuple of int, optional
         Block shape of the pass (default: ``truth.chunks``, else one block).
+    blocks : BlockMap, default serial
+        Where the blocks are read (:mod:`pipeline.blockmap`).
 
     Returns
     -------
@@ -130,7 +141,8 @@ def surface_distances(
     """
     _check_inputs(pred, truth, valid, spacing)
     ids = [int(c) for c, _ in classes]
-    surfaces = collect_surfaces(pred, truth, valid, classes=ids, ignore=ignore, chunks=chunks)
+    surfaces = collect_surfaces(pred, truth, valid, classes=ids, ignore=ignore, chunks=chunks,
+                                blocks=blocks)
     out: dict[str, dict[str, float | None]] = {}
     for c, name in classes:
         hd = hausdorff_percentile(*surfaces[int(c)], spacing, percentile=95.0)

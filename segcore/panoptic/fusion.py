@@ -98,6 +98,52 @@ def _group(
     )
 
 
+_FEW_KEYS = 4096  # distinct (instance, class) pairs per chunk up to which boxes use presence
+
+
+def _boxes_by_presence(inverse: np.ndarray, count: int, flat: np.ndarray,
+                       shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts and per-axis first/last index of each of ``count`` groups.
+
+    ``inverse`` ``(n,)`` is the group of each pixel at flat index ``flat`` of a chunk of
+    ``shape``. For every axis a ``(count, length)`` presence table marks which indices
+    each group touches; its first and last True are the box. O(n + count x length), no
+    sort of the pixels (the general path sorts every pixel's key and coordinates).
+    """
+    counts = np.bincount(inverse, minlength=count).astype(np.int64)
+    lo = np.zeros((count, len(shape)), np.int64)
+    hi = np.zeros((count, len(shape)), np.int64)
+    for axis, coord in enumerate(np.unravel_index(flat, shape)):
+        length = shape[axis]
+        present = np.zeros((count, length), bool)
+        present[inverse, coord] = True
+        lo[:, axis] = present.argmax(axis=1)
+        hi[:, axis] = length - 1 - present[:, ::-1].argmax(axis=1)
+    return counts, lo, hi
+
+
+def _stuff_boxes(sem: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel counts and per-axis first/last index of each class of a chunk without instances.
+
+    One ``bincount`` per axis of ``class + (k + 1) * index`` gives which classes each
+    row (column, slice) holds, ``(length, k)``; its first and last True per class is the
+    box. Left-out pixels (``keep`` False) count as class ``k``, dropped at the end.
+    """
+    k = int(sem[keep].max(initial=0)) + 1
+    cls = np.where(keep, sem, k).astype(np.intp)
+    counts = np.bincount(cls.ravel(), minlength=k + 1)[:k].astype(np.int64)
+    lo = np.zeros((k, sem.ndim), np.int64)
+    hi = np.zeros((k, sem.ndim), np.int64)
+    for axis, length in enumerate(sem.shape):
+        index = np.arange(length, dtype=np.intp).reshape([-1 if a == axis else 1
+                                                          for a in range(sem.ndim)])
+        present = np.bincount((cls + (k + 1) * index).ravel(),
+                              minlength=(k + 1) * length).reshape(length, k + 1)[:, :k] > 0
+        lo[:, axis] = present.argmax(axis=0)
+        hi[:, axis] = length - 1 - present[::-1].argmax(axis=0)
+    return counts, lo, hi
+
+
 @dataclass
 class FusionStats:
     """Pass-1 accumulator: per ``(instance, class)`` pixel counts and boxes.
@@ -169,6 +215,11 @@ class FusionStats:
         origin = np.zeros(self.ndim, np.int64) if offset is None else np.asarray(offset, np.int64)
         if origin.shape != (self.ndim,):
             raise ConfigError(f"offset: expected {self.ndim} integers, received {offset!r}")
+        if sem.dtype.kind == "u" and sem.dtype.itemsize <= 2 and sem.size and not inst.any():
+            counts, lo, hi = _stuff_boxes(sem, keep)  # no instances: key = class id
+            seen = np.flatnonzero(counts)
+            self._absorb(seen.astype(np.uint64), counts[seen], lo[seen] + origin, hi[seen] + origin)
+            return
         flat = np.flatnonzero(keep)
         s = sem.ravel()[flat].astype(np.int64)
         i = inst.ravel()[flat].astype(np.int64)
@@ -178,6 +229,13 @@ class FusionStats:
         if i.size and (i.min() < 0 or i.max() > _MAX_INSTANCE):
             raise ConfigError(f"instance_chunk: expected ids in [0, 2**48), received values in [{i.min()}, {i.max()}]")
         keys = (i.astype(np.uint64) << np.uint64(_CLASS_BITS)) | s.astype(np.uint64)
+        unique, inverse = np.unique(keys, return_inverse=True)
+        count = unique.size
+        if 0 < count <= _FEW_KEYS:
+            counts, lo, hi = _boxes_by_presence(inverse, count, flat, sem.shape)
+            seen = counts > 0
+            self._absorb(unique[seen], counts[seen], lo[seen] + origin, hi[seen] + origin)
+            return
         coords = np.stack(np.unravel_index(flat, sem.shape), axis=1).astype(np.int64) + origin
         self._absorb(keys, np.ones(keys.size, np.int64), coords, coords)
 
@@ -189,6 +247,30 @@ class FusionStats:
                 f"received ndim={other.ndim}, nodata={other.nodata}"
             )
         self._absorb(other.keys, other.counts, other.lo, other.hi)
+        return self
+
+    def merge_all(self, others: list[FusionStats]) -> FusionStats:
+        """Add many accumulators at once (one grouping, not one per accumulator); returns ``self``.
+
+        Examples
+        --------
+        >>> a, b = FusionStats(ndim=1), FusionStats(ndim=1)
+        >>> a.add(np.array([1, 1]), np.array([0, 0])); b.add(np.array([1]), np.array([0]), offset=(5,))
+        >>> m = FusionStats(ndim=1).merge_all([a, b])
+        >>> int(m.counts[0]), int(m.lo[0, 0]), int(m.hi[0, 0])
+        (3, 0, 5)
+        """
+        for other in others:
+            if other.ndim != self.ndim or other.nodata != self.nodata:
+                raise ConfigError(
+                    f"others: expected ndim={self.ndim}, nodata={self.nodata}, "
+                    f"received ndim={other.ndim}, nodata={other.nodata}"
+                )
+        if others:
+            self._absorb(np.concatenate([o.keys for o in others]),
+                         np.concatenate([o.counts for o in others]),
+                         np.concatenate([o.lo for o in others]),
+                         np.concatenate([o.hi for o in others]))
         return self
 
     def _absorb(self, keys: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:

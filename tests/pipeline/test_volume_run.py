@@ -98,7 +98,11 @@ def test_outputs_keep_the_input_grid_and_world_positions(name, spot_bundle, spot
     policy = SpacingPolicy.IGNORE if name == "anisotropic.nii" else SpacingPolicy.RESAMPLE
     ws, report = _run(path, tmp_path / "out", spot_bundle, spot_pool, spacing=policy)
     src = nib.load(str(path))
-    for output in ("semantic", "instance", "panoptic"):
+    # a semantic-only model: no instance or panoptic outputs at all
+    assert not (ws.final / "instance.nii.gz").exists()
+    assert not (ws.final / "panoptic.nii.gz").exists()
+    assert set(report["outputs"]) >= {"semantic"} and "instance" not in report["outputs"]
+    for output in ("semantic",):
         out = nib.load(str(ws.final / f"{output}.nii.gz"))
         assert out.shape == src.shape
         np.testing.assert_allclose(out.affine, src.affine, atol=1e-6)

@@ -174,3 +174,46 @@ def test_unknown_class_in_data_raises() -> None:
     s.add(np.array([4]), np.array([0]))
     with pytest.raises(ConfigError, match=r"\[4\]"):
         decide(s, CLASSES)
+
+
+def _brute_force_stats(sem, inst, valid, nodata, offset):
+    """Per (instance, class): pixel count and box, by looping over the pixels."""
+    table = {}
+    for idx in np.ndindex(sem.shape):
+        if not valid[idx] or sem[idx] == nodata:
+            continue
+        key = (int(inst[idx]) << 16) | int(sem[idx])
+        pos = np.asarray(idx) + offset
+        n, lo, hi = table.get(key, (0, pos, pos))
+        table[key] = (n + 1, np.minimum(lo, pos), np.maximum(hi, pos))
+    return table
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.sampled_from([(7,), (5, 6), (3, 4, 5)]),
+    seed=st.integers(0, 10_000),
+    classes=st.integers(1, 300),
+    things=st.booleans(),
+    dtype=st.sampled_from(["uint8", "uint16", "int32"]),
+)
+def test_chunk_statistics_equal_brute_force_on_every_path(shape, seed, classes, things, dtype):
+    """uint8/uint16 chunks without instances take a bincount path, chunks with a few keys a
+    presence path, the rest a sort: all give the pixel loop's counts and boxes."""
+    rng = np.random.default_rng(seed)
+    nodata = 255 if dtype == "uint8" else 65535
+    sem = rng.integers(0, min(classes, 255 if dtype == "uint8" else 400), shape).astype(dtype)
+    sem[rng.random(shape) < 0.1] = nodata
+    inst = (rng.integers(0, 4, shape) * rng.integers(0, 2, shape)) if things \
+        else np.zeros(shape, np.int64)
+    valid = rng.random(shape) > 0.15
+    offset = rng.integers(0, 1000, len(shape))
+    stats = FusionStats(ndim=len(shape), nodata=nodata)
+    stats.add(sem, inst, valid, offset=tuple(int(o) for o in offset))
+    expected = _brute_force_stats(sem, inst, valid, nodata, offset)
+    assert [int(k) for k in stats.keys] == sorted(expected)
+    for key, n, lo, hi in zip(stats.keys, stats.counts, stats.lo, stats.hi):
+        want = expected[int(key)]
+        assert int(n) == want[0]
+        np.testing.assert_array_equal(lo, want[1])
+        np.testing.assert_array_equal(hi, want[2])

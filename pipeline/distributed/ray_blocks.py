@@ -1,0 +1,136 @@
+"""Block passes as Ray tasks (:class:`pipeline.blockmap.BlockMap` on a Ray cluster).
+
+Items are cut into contiguous groups (neighbouring chunks stay together, so a task
+reads a strip, not scattered chunks); each group is one Ray task. Tasks are spread
+round-robin over the nodes (``SPREAD``) and at most one per cluster CPU is in flight,
+so the driver never queues a whole scene of work and memory stays bounded by the
+blocks in flight. Only the tasks' small results come back.
+
+Tasks reserve no CPU of their own (``num_cpus=0``): the model actors hold the cluster's
+CPUs for the whole run while they are idle between inference passes, and a task
+that waited for a free CPU would wait forever. The in-flight limit does the
+reservation's job instead.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import ray
+
+R = TypeVar("R")
+_TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
+
+
+def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[str, list[Any]]:
+    node = ray.get_runtime_context().get_node_id()
+    return node, [fn(item, *shared) for item in items]
+
+
+_remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)
+
+
+def _groups(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """``items`` cut into at most ``parts`` contiguous groups of near-equal size.
+
+    Examples
+    --------
+    >>> _groups(list(range(7)), 3)
+    [[0, 1, 2], [3, 4, 5], [6]]
+    """
+    size = max(1, math.ceil(len(items) / max(1, parts)))
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+_SEEN: dict[str, set[str]] = {}
+_PASS_MODULES = ("pipeline.formats", "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
+                 "pipeline.streaming.stitching", "pipeline.report.quicklook", "pipeline.io.cog")
+
+
+def _import_pass_modules() -> str:
+    import importlib
+
+    for name in _PASS_MODULES:
+        importlib.import_module(name)
+    return ray.get_runtime_context().get_node_id()
+
+
+def warm_up() -> list[Any]:
+    """Start one task per cluster CPU that imports the block passes' modules.
+
+    A Ray worker imports a pass's modules on its first task (about a second); warming
+    them while the model actors load takes that off the first scene. Returns the
+    tasks' refs (nobody needs to wait for them).
+    """
+    task = ray.remote(num_cpus=0)(_import_pass_modules).options(
+        name="segpipe:warm-up", scheduling_strategy="SPREAD")
+    return [task.remote() for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1))))]
+
+
+def nodes_seen() -> dict[str, set[str]]:
+    """Per pass label, the node ids that ran its tasks in this process so far (a copy)."""
+    return {label: set(nodes) for label, nodes in _SEEN.items()}
+
+
+def _result(ref: Any) -> tuple[str, list[Any]]:
+    """The task's result; an error raised inside the task is re-raised as itself."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from None
+        raise
+
+
+class RayBlocks:
+    """Runs block passes as Ray tasks on the connected cluster.
+
+    ``nodes`` records, per pass label, the node ids that ran its tasks (reports, tests).
+    """
+
+    def __init__(self, *, in_flight: int | None = None) -> None:
+        self._in_flight = in_flight
+        self._lock = threading.Lock()
+        self.nodes: dict[str, set[str]] = {}
+
+    def _cpus(self) -> int:
+        if self._in_flight is not None:
+            return max(1, self._in_flight)
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def map(self, fn: Callable[..., R], items: Sequence[Any], *shared: Any,
+            label: str = "") -> list[R]:
+        items = list(items)
+        if not items:
+            return []
+        cpus = self._cpus()
+        groups = _groups(items, cpus * _TASKS_PER_CPU)
+        refs = [ray.put(s) for s in shared]
+        task = _remote_group.options(name=f"segpipe:{label or fn.__name__}",
+                                     scheduling_strategy="SPREAD")
+        results: list[list[Any] | None] = [None] * len(groups)
+        pending: dict[Any, int] = {}
+        nodes: set[str] = set()
+        next_group = 0
+        try:
+            while next_group < len(groups) or pending:
+                while next_group < len(groups) and len(pending) < cpus:
+                    pending[task.remote(fn, groups[next_group], *refs)] = next_group
+                    next_group += 1
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    node, values = _result(ref)
+                    results[pending.pop(ref)] = values
+                    nodes.add(node)
+        except BaseException:
+            for ref in pending:  # the pass failed: stop its other tasks
+                ray.cancel(ref, force=False)
+            raise
+        with self._lock:
+            self.nodes.setdefault(label or fn.__name__, set()).update(nodes)
+            _SEEN.setdefault(label or fn.__name__, set()).update(nodes)
+        return [value for group in results for value in group]
