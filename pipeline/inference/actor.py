@@ -22,7 +22,6 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import ray
@@ -34,7 +33,12 @@ from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
 from pipeline.streaming.tile_outcome import TileOutcome, pack_patch
 from segcore.geometry.grid import Tile, TileGrid
-from segcore.labels.stitch import core_instances, halo_cut_ids, neighbour_overlaps, offset_ids
+from segcore.labels.stitch import (
+    core_instances,
+    halo_cut_ids,
+    neighbour_overlaps,
+    offset_ids,
+)
 
 
 def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
@@ -54,13 +58,17 @@ class TileWorker:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         self.predictor = TilePredictor(load_bundle(bundle_path), device=device)
-        self.worker_id = f"{os.getpid()}:{ray.get_runtime_context().get_actor_id()}"
+        context = ray.get_runtime_context()
+        self.node_id = context.get_node_id()
+        # pid:actor@node (placement.worker_node reads the node back)
+        self.worker_id = f"{os.getpid()}:{context.get_actor_id()}@{self.node_id}"
         self._stores: dict[str, object] = {}
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tile-io")
 
     def describe(self) -> dict:
         return {
             "worker": self.worker_id,
+            "node": self.node_id,
             "device": str(self.predictor.device),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
@@ -76,7 +84,7 @@ class TileWorker:
         """
         group = self._stores.get(store_path)
         if group is None:
-            group = self._stores[store_path] = open_store(Path(store_path), mode="r+")
+            group = self._stores[store_path] = open_store(store_path, mode="r+")
         start = time.perf_counter()
         tiles = [grid.tile_at(i) for i in indices]
         faults = faults or {}

@@ -6,11 +6,17 @@ decoding), so it reserves CPU in proportion to its GPU share: a whole GPU ->
 with at least one CPU per GPU (a 2-CPU/2-GPU node holds 4 of them, where a flat
 1 CPU per actor would hold only 2 and leave half of every GPU idle).
 CPU-only actors reserve one whole core each.
+
+The cluster may change under a run: :func:`alive_nodes` lists the nodes up now,
+:func:`workers_that_fit` says how many actors a node (or the free total) holds, and
+:func:`request_capacity` asks an autoscaler for nodes before they exist. A runtime
+this process started itself (:func:`runtime_is_local`) is one fixed node.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import ray
 
@@ -25,6 +31,73 @@ def default_cpus_per_worker(gpus_per_worker: float) -> float:
     if gpus_per_worker > 0:
         return min(1.0, float(gpus_per_worker))
     return 1.0
+
+
+def worker_demand(gpus_per_worker: float, cpus_per_worker: float) -> dict[str, float]:
+    """What one actor reserves, as a Ray resource bundle (zero entries left out).
+
+    Examples
+    --------
+    >>> worker_demand(0.5, 0.5), worker_demand(0.0, 1.0)
+    ({'CPU': 0.5, 'GPU': 0.5}, {'CPU': 1.0})
+    """
+    demand = {"CPU": float(cpus_per_worker), "GPU": float(gpus_per_worker)}
+    return {k: v for k, v in demand.items() if v > 0}
+
+
+def workers_that_fit(resources: Mapping[str, float], demand: Mapping[str, float]) -> int:
+    """How many actors reserving ``demand`` fit into ``resources`` (may be 0).
+
+    ``resources``: one node's resources, or the free total of the cluster (which
+    ignores fragmentation: half a CPU free on each of two nodes counts as one).
+
+    Examples
+    --------
+    >>> workers_that_fit({"CPU": 2.0, "GPU": 2.0}, {"CPU": 0.5, "GPU": 0.5})
+    4
+    >>> workers_that_fit({"CPU": 8.0}, {"CPU": 1.0, "GPU": 1.0})
+    0
+    """
+    counts = [int(resources.get(k, 0.0) / v + 1e-9) for k, v in demand.items() if v > 0]
+    return min(counts) if counts else int(resources.get("CPU", 0.0))
+
+
+def runtime_is_local() -> bool:
+    """True when this process started its Ray runtime (``ray.init`` without an address).
+
+    Such a runtime is one node of fixed size: no autoscaler and no ``ray start`` adds
+    nodes to it, so an actor it cannot place now it can never place. A runtime joined
+    by address (``--ray-address``, ``RAY_ADDRESS``, a ``Cluster`` in tests) may grow.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False))
+
+
+def alive_nodes() -> dict[str, dict[str, float]]:
+    """Node id -> total resources of every node that is up now."""
+    return {n["NodeID"]: dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")}
+
+
+def request_capacity(bundles: list[dict[str, float]]) -> None:
+    """Ask the cluster's autoscaler to make room for ``bundles`` (one per actor).
+
+    The request stands until the next call; ``[]`` withdraws it. A cluster without an
+    autoscaler only records it (no effect), so it is safe everywhere.
+    """
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[dict(b) for b in bundles])
+
+
+def worker_node(worker: str) -> str:
+    """The node id in a :attr:`TileOutcome.worker` string (``pid:actor@node``).
+
+    Examples
+    --------
+    >>> worker_node("1234:ab12@f00d")
+    'f00d'
+    """
+    return worker.rpartition("@")[2]
 
 
 def shared_path(path: str | os.PathLike[str]) -> str:

@@ -3,6 +3,12 @@
 Actors are created once (the model loads once per actor) and fed batches of
 tiles dynamically: whichever actor is free takes the next batch, so a slow
 tile never holds up the others. Only small outcomes return to the driver.
+
+The pool is elastic (:mod:`pipeline.inference.members`): on a cluster it asks the
+autoscaler for what it needs, starts the actors that fit now and adds actors on
+nodes that join; actors on nodes that leave are dropped and their batches run
+elsewhere (:mod:`pipeline.inference.dispatch`); dead actors are replaced. On a
+local runtime, which cannot grow, a pool that cannot place one actor is refused.
 """
 
 from __future__ import annotations
@@ -14,36 +20,60 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import ray
-from ray.util import ActorPool
 
+from pipeline.distributed import warm_up
 from pipeline.inference.actor import RemoteTileWorker
-from pipeline.streaming.tile_outcome import TileOutcome
+from pipeline.inference.dispatch import dispatch
+from pipeline.inference.members import ActorSet, Member
 from pipeline.inference.placement import (
-    SCHEDULING_STRATEGY,
     default_cpus_per_worker,
+    request_capacity,
+    runtime_is_local,
     shared_path,
+    worker_demand,
+    worker_node,
+    workers_that_fit,
 )
 from pipeline.inference.runtime import ensure_ray
+from pipeline.streaming.tile_outcome import TileOutcome
 from segcore.errors import ConfigError
 from segcore.geometry.grid import TileGrid
 
+CLUSTER_WAIT_S = 600.0  # how long a cluster may take to offer a node for the first actor
+SAME_AS_WORKERS = -1  # PoolConfig.max_workers: a pool that keeps its size
 ProgressCallback = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """How many actors and what each reserves."""
+    """How many actors and what each reserves.
+
+    ``workers``: actors started now. ``max_workers``: the most the pool grows to when
+    nodes join (None: as many as fit); by default the pool keeps ``workers``.
+    """
 
     workers: int
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     batch_size: int = 4
+    max_workers: int | None = SAME_AS_WORKERS
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_workers not in (None, SAME_AS_WORKERS) and self.max_workers < 1:
+            raise ConfigError(f"max_workers must be >= 1 or None, got {self.max_workers}")
+
+    @property
+    def cap(self) -> int | None:
+        """The most actors the pool holds at once (None: no limit)."""
+        return self.workers if self.max_workers == SAME_AS_WORKERS else self.max_workers
+
+    @property
+    def demand(self) -> dict[str, float]:
+        return worker_demand(self.gpus_per_worker, self.cpus_per_worker)
 
 
 def injected_faults() -> dict[str, str]:
@@ -54,93 +84,134 @@ def injected_faults() -> dict[str, str]:
     return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
 
 
-def default_workers(available: dict, gpus_per_worker: float,
-                    cpus_per_worker: float = 1.0) -> int:
-    """As many actors as the free GPUs hold (``GPUs // gpus_per_worker``), else one per
-    free CPU core; never more than the free CPUs hold at ``cpus_per_worker`` each."""
-    cpus = available.get("CPU", 1) + 1e-9
-    by_cpu = int(cpus // cpus_per_worker) if cpus_per_worker > 0 else None
-    if gpus_per_worker > 0:
-        n = int(available.get("GPU", 0) // gpus_per_worker + 1e-9)
-        return max(1, min(n, by_cpu) if by_cpu is not None else n)
-    return max(1, by_cpu if by_cpu is not None else int(cpus))
-
-
-def _available_resources(workers: int | None, gpus_per_worker: float,
-                         settle_s: float = 10.0, cpus_per_worker: float = 1.0) -> dict:
+def _available_resources(count: int, demand: dict[str, float], settle_s: float = 10.0) -> dict:
     """Free resources; waits briefly for actors killed a moment ago to release theirs."""
     deadline = time.monotonic() + settle_s
     while True:
         available = ray.available_resources()
-        want = {"GPU": (workers or 1) * gpus_per_worker,
-                "CPU": (workers or 1) * cpus_per_worker}
-        if all(available.get(k, 0.0) + 1e-9 >= v for k, v in want.items() if v > 0):
-            return available
-        if time.monotonic() > deadline:
+        if workers_that_fit(available, demand) >= count or time.monotonic() > deadline:
             return available
         time.sleep(0.2)
 
 
-def check_capacity(available: dict, workers: int, gpus_per_worker: float,
-                   cpus_per_worker: float) -> None:
-    """Refuse a pool the cluster cannot place (Ray would wait for it forever)."""
-    needs = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
-    for resource, amount in needs.items():
-        have = available.get(resource, 0.0)
-        if amount > 0 and have + 1e-9 < amount:
-            raise ConfigError(
-                f"--workers {workers} with {gpus_per_worker if resource == 'GPU' else cpus_per_worker:g}"
-                f" {resource} each needs {amount:g} {resource}, but the Ray cluster has "
-                f"{have:g} free; lower --workers or --gpus-per-worker"
-            )
+def _describe_demand(gpus_per_worker: float, cpus_per_worker: float) -> str:
+    if gpus_per_worker > 0:
+        return f"--gpus-per-worker {gpus_per_worker:g} needs {gpus_per_worker:g} GPU and " \
+               f"{cpus_per_worker:g} CPU per worker"
+    return f"a CPU worker needs {cpus_per_worker:g} CPU"
+
+
+def _amounts(resources: dict, demand: dict) -> str:
+    return " and ".join(f"{resources.get(k, 0.0):g} {k}" for k in demand)
+
+
+def local_workers(workers: int | None, gpus_per_worker: float, cpus_per_worker: float) -> int:
+    """Actors to start on a local runtime: ``workers`` at most, as many as fit now.
+
+    Raises
+    ------
+    ConfigError
+        When not one actor fits: the runtime lacks the resource (it cannot grow), or
+        other actors hold it.
+    """
+    demand = worker_demand(gpus_per_worker, cpus_per_worker)
+    total = ray.cluster_resources()
+    ever = workers_that_fit(total, demand)
+    if ever == 0:
+        short = next(k for k, v in demand.items() if total.get(k, 0.0) + 1e-9 < v)
+        raise ConfigError(
+            f"{_describe_demand(gpus_per_worker, cpus_per_worker)}, but this local Ray "
+            f"runtime has {total.get(short, 0.0):g} {short} (0 free) and cannot grow; lower "
+            "--gpus-per-worker, or join a cluster that has them with --ray-address")
+    want = min(workers or ever, ever)
+    available = _available_resources(want, demand)
+    now = min(want, workers_that_fit(available, demand))
+    if now == 0:
+        raise ConfigError(
+            f"{_describe_demand(gpus_per_worker, cpus_per_worker)}, but none of the local Ray "
+            f"runtime's {_amounts(total, demand)} is free (other actors hold it)")
+    return now
 
 
 class WorkerPool:
-    """Model actors plus dynamic scheduling of tile batches."""
+    """Model actors plus dynamic scheduling of tile batches.
 
-    def __init__(self, bundle_path: str, config: PoolConfig) -> None:
-        self.config = config
+    ``actors``: the actors now in the pool (it changes when nodes join or leave);
+    ``requeued``, ``members.replaced``/``grown``/``dropped_with_node``: what happened.
+    """
+
+    def __init__(self, bundle_path: str, config: PoolConfig, *,
+                 wait_s: float = CLUSTER_WAIT_S) -> None:
+        self.config, self.wait_s = config, wait_s
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = max(1, int(cpus // config.workers)) if config.gpus_per_worker == 0 else None
-        # SPREAD: one actor per node before any node gets a second (multi-node runs).
         options = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker,
-                   "max_restarts": 2, "max_task_retries": 2,
-                   "scheduling_strategy": SCHEDULING_STRATEGY}
-        self.actors = [
-            RemoteTileWorker.options(**options).remote(bundle_path, threads=threads)
-            for _ in range(config.workers)
-        ]
+                   "max_restarts": 2, "max_task_retries": 2}
+
+        def spawn(strategy):
+            return RemoteTileWorker.options(**options, scheduling_strategy=strategy).remote(
+                bundle_path, threads=threads)
+
+        self.members = ActorSet(spawn, config.demand, cap=config.cap)
+        # SPREAD: one actor per node before any node gets a second (multi-node runs).
+        self.members.spawn(config.workers)
+        self.requeued = 0
+        self._requested = False
+
+    @property
+    def actors(self) -> list:
+        return self.members.actors
 
     @classmethod
     def start(
         cls, bundle_path: str, *, workers: int | None, gpus_per_worker: float,
         batch_size: int, ray_address: str | None = None,
-        cpus_per_worker: float | None = None,
+        cpus_per_worker: float | None = None, wait_s: float = CLUSTER_WAIT_S,
     ) -> WorkerPool:
-        """Join/start Ray and place the actors; ``workers=None``: as many as fit.
+        """Join/start Ray and place the actors: ``workers`` at most, None: as many as fit.
 
-        ``cpus_per_worker`` defaults to 1 on CPU and ``min(1, gpus_per_worker)`` with
-        GPUs (placement.default_cpus_per_worker), so fractional-GPU actors fit.
+        A local runtime (started here) starts the actors that fit now and refuses a
+        pool of which not one fits (ConfigError). On a cluster the pool asks the
+        autoscaler for ``workers`` actors' resources (one actor's without ``workers``),
+        starts those that fit now (at least one, waiting up to ``wait_s`` for a node)
+        and grows as nodes join. ``cpus_per_worker`` defaults to 1 on CPU and
+        ``min(1, gpus_per_worker)`` with GPUs (placement.default_cpus_per_worker).
         """
         ensure_ray(ray_address)
         cpus = (default_cpus_per_worker(gpus_per_worker) if cpus_per_worker is None
                 else cpus_per_worker)
-        available = _available_resources(workers, gpus_per_worker, cpus_per_worker=cpus)
-        n = workers or default_workers(available, gpus_per_worker, cpus)
-        check_capacity(available, n, gpus_per_worker, cpus)
-        pool = cls(shared_path(bundle_path), PoolConfig(n, gpus_per_worker, cpus, batch_size))
-        pool.describe()  # every actor placed and its model loaded, or a clear error
+        local = runtime_is_local()
+        demand = worker_demand(gpus_per_worker, cpus)
+        if local:
+            n = local_workers(workers, gpus_per_worker, cpus)
+        else:
+            request_capacity([demand] * (workers or 1))
+            fit = workers_that_fit(ray.available_resources(), demand)
+            n = max(1, min(workers or fit, fit))
+        config = PoolConfig(n, gpus_per_worker, cpus, batch_size, max_workers=workers)
+        pool = cls(shared_path(bundle_path), config, wait_s=wait_s)
+        pool._requested = not local
+        warm_up()  # block-pass workers import their modules while the models load
+        try:  # every actor placed and its model loaded (local), or the first one (cluster)
+            pool.describe(timeout=300.0 if local else wait_s, at_least=None if local else 1)
+        except BaseException:
+            pool.shutdown()
+            raise
         return pool
 
-    def describe(self, timeout: float = 300.0) -> list[dict]:
-        """Per-actor device info (waits until every actor has loaded its model)."""
-        try:
-            return ray.get([a.describe.remote() for a in self.actors], timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise ConfigError(
-                f"{len(self.actors)} model workers did not start within {timeout:g} s; "
-                "the Ray cluster may lack the CPUs/GPUs they reserve"
-            ) from None
+    def describe(self, timeout: float = 300.0, *, at_least: int | None = None) -> list[dict]:
+        """Per-actor device info of the ready actors; waits (up to ``timeout`` s) until
+        every actor (or ``at_least`` of them) has loaded its model."""
+        deadline = time.monotonic() + timeout
+        want = len(self.members.members) if at_least is None else at_least
+        while len(ready := self.members.ready()) < min(want, len(self.members.members) or want):
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"{want - len(ready)} of {want} model workers did not start within "
+                    f"{timeout:g} s; the Ray cluster lacks the resources each reserves "
+                    f"({self.config.demand})")
+            self.members.wait_for_probe(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
+        return [m.info for m in ready]
 
     def run(
         self, store_path: str, nodata: int, grid: TileGrid,
@@ -156,33 +227,40 @@ class WorkerPool:
         consumes the boundary records there, so they are not all held at once).
         ``records``: directory for tile completion records (resume). Fault-injection
         variables (``SEGPIPE_FAULT_*``) of the driver's environment are passed on.
+        A batch whose actor dies runs again on another actor (each tile once in the
+        result); a batch that raises an error of its own fails the run.
         """
         indices = [t.index for t in grid] if indices is None else list(indices)
         if not indices:
             return []
-        size = self.config.batch_size
         # Small scenes: spread tiles over all actors rather than one big batch.
-        size = max(1, min(size, math.ceil(len(indices) / len(self.actors))))
+        workers = max(len(self.members.members), 1)
+        size = max(1, min(self.config.batch_size, math.ceil(len(indices) / workers)))
         batches = [indices[i : i + size] for i in range(0, len(indices), size)]
         outcomes: list[TileOutcome] = []
-        pool = ActorPool(self.actors)
         grid_ref = ray.put(grid)
         faults = injected_faults()
-        for result in pool.map_unordered(
-            lambda actor, batch: actor.run.remote(store_path, nodata, grid_ref, batch,
-                                                  records=records, scene_id=scene_id,
-                                                  faults=faults), batches
-        ):
+
+        def submit(actor, batch):
+            return actor.run.remote(store_path, nodata, grid_ref, batch, records=records,
+                                    scene_id=scene_id, faults=faults)
+
+        def finished(member: Member, result: list[TileOutcome]) -> None:
+            if result:
+                member.node = worker_node(result[0].worker)  # moves if Ray restarted it
             if on_outcomes is not None:
                 on_outcomes(result)
             outcomes.extend(replace(o, patches=[], cut_ids=None) for o in result)
             if progress is not None:
                 progress(len(result))
+
+        self.requeued += dispatch(batches, self.members, submit, finished, wait_s=self.wait_s)
         for actor in self.actors:
             actor.forget.remote(store_path)
         return outcomes
 
     def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+        self.members.shutdown()
+        if self._requested:
+            request_capacity([])  # withdraw the autoscaler request
+            self._requested = False

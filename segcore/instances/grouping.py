@@ -42,7 +42,12 @@ def find_centres(
         raise ConfigError(f"center_heat: expected 1 to 3 spatial axes, received shape {tuple(heat.shape)}")
     if isinstance(nms_kernel, bool) or not isinstance(nms_kernel, int) or nms_kernel < 1 or nms_kernel % 2 == 0:
         raise ConfigError(f"nms_kernel: expected an odd integer >= 1, received {nms_kernel!r}")
-    pooled = _POOLS[heat.ndim](heat[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)[0, 0]
+    pooled = heat[None, None]
+    for axis in range(heat.ndim):  # separable: a box maximum is one 1-D maximum per axis
+        kernel = tuple(nms_kernel if a == axis else 1 for a in range(heat.ndim))
+        padding = tuple(nms_kernel // 2 if a == axis else 0 for a in range(heat.ndim))
+        pooled = _POOLS[heat.ndim](pooled, kernel, stride=1, padding=padding)
+    pooled = pooled[0, 0]
     peaks = (heat == pooled) & (heat > threshold)
     coords = torch.nonzero(peaks)
     if top_k is not None:

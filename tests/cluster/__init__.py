@@ -30,7 +30,7 @@ def run_script(name: str, work: Path, *args: str, timeout: float) -> dict:
     try:
         proc = subprocess.run(
             [sys.executable, str(SCRIPTS / name), str(work), ray_tmp, *args],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=work,
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=work, check=False,
         )
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

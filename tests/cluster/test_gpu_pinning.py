@@ -49,17 +49,14 @@ def test_gpu_actors_reserve_cpu_in_proportion_to_their_gpu_share():
     assert default_cpus_per_worker(2.0) == 1.0
 
 
-def test_default_workers_fill_the_gpus_within_the_free_cpus():
-    from pipeline.inference.pool import check_capacity, default_workers
-    from segcore.errors import ConfigError
+def test_workers_that_fit_fill_the_gpus_within_the_cpus():
+    from pipeline.inference.placement import worker_demand, workers_that_fit
 
     node = {"CPU": 2.0, "GPU": 2.0}
-    assert default_workers(node, 1.0, 1.0) == 2
-    assert default_workers(node, 0.5, 0.5) == 4
-    assert default_workers(node, 0.5, 1.0) == 2  # capped by CPUs, still placeable
-    assert default_workers({"CPU": 3.0}, 0.0) == 3
-    assert default_workers({"CPU": 0.5}, 0.0) == 1
-    check_capacity(node, 4, 0.5, 0.5)
-    # a flat 1 CPU per actor: 4 half-GPU actors would not fit on this node
-    with pytest.raises(ConfigError, match="needs 4 CPU"):
-        check_capacity(node, 4, 0.5, 1.0)
+    assert workers_that_fit(node, worker_demand(1.0, 1.0)) == 2
+    assert workers_that_fit(node, worker_demand(0.5, 0.5)) == 4
+    # a flat 1 CPU per actor: only 2 half-GPU actors fit on this node
+    assert workers_that_fit(node, worker_demand(0.5, 1.0)) == 2
+    assert workers_that_fit({"CPU": 3.0}, worker_demand(0.0, 1.0)) == 3
+    assert workers_that_fit({"CPU": 0.5}, worker_demand(0.0, 1.0)) == 0
+    assert workers_that_fit({"CPU": 64.0}, worker_demand(1.0, 1.0)) == 0  # no GPU at all

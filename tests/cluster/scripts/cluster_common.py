@@ -56,9 +56,9 @@ def write_image(path: Path, size: tuple[int, int] = (512, 768), seed: int = 7) -
 
 def run_one(image: Path, out_dir: Path, bundle, pool, *, tile: int = 256) -> dict:
     """One scene end to end (plain Python, no Prefect); returns its report."""
+    from pipeline.formats import Scene
     from pipeline.options import RunOptions
     from pipeline.run import Workspace, run_scene
-    from pipeline.formats import Scene
 
     scene = Scene(image, image.name.removesuffix(".tif"), "geotiff")
     ws = Workspace(scene, out_dir)
