@@ -57,7 +57,13 @@ class _Sparse(_Model):
 
 
 class TileCounts(_Model):
-    """Tiles of the scene's grid and what happened to them; core size and halo in pixels."""
+    """Tiles of the scene's grid and what happened to them; core size and halo in pixels.
+
+    ``tile``: the largest core side (``core``: per axis); ``halo_mode``: what sized
+    the halo (``exact``, ``effective``, ``given``, ``quarter-tile``);
+    ``halo_agreement``: with ``effective``, the share of a check scene's pixels whose
+    class equals whole-scene inference (None otherwise).
+    """
 
     total: int
     computed: int
@@ -66,6 +72,9 @@ class TileCounts(_Model):
     skipped_empty: int
     tile: int
     halo: int
+    core: list[int] | None = None
+    halo_mode: str | None = None
+    halo_agreement: float | None = None
 
 
 class Timings(_Model):
