@@ -6,6 +6,11 @@ directory scans that skip dot files never see it) and renames it into place with
 :func:`os.replace` only when the content is complete. On any error the temporary
 file is removed and the destination is untouched.
 
+A destination on object storage (an ``s3://`` URI, :mod:`pipeline.storage`) is written
+the same way: the temporary file is local and is uploaded in one request when it is
+complete (``write_*`` functions put their bytes directly), so the object too is complete
+or absent.
+
 Examples
 --------
 >>> import tempfile
@@ -23,10 +28,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pipeline.storage import objects
+from pipeline.storage.location import Location, S3Uri, parse_location
 
 
 def temp_path(target: Path, suffix: str = ".tmp") -> Path:
@@ -42,14 +52,15 @@ def temp_path(target: Path, suffix: str = ".tmp") -> Path:
 
 
 @contextmanager
-def atomic_path(target: str | os.PathLike, *, suffix: str = ".tmp",
+def atomic_path(target: str | os.PathLike | Location, *, suffix: str = ".tmp",
                 durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write ``target`` through; rename it into place on success.
 
     Parameters
     ----------
-    target : str or PathLike
-        Final path; its directory must exist.
+    target : str, PathLike or S3Uri
+        Final path (its directory must exist), or an ``s3://`` object: the temporary
+        file is then local and uploaded on success.
     suffix : str
         Suffix of the temporary name (some writers choose a driver by it).
     durable : bool
@@ -60,7 +71,12 @@ def atomic_path(target: str | os.PathLike, *, suffix: str = ".tmp",
     FileNotFoundError
         When the body wrote nothing at the temporary path.
     """
-    final = Path(target)
+    where = parse_location(target)
+    if isinstance(where, S3Uri):
+        with _uploaded(where, suffix) as tmp:
+            yield tmp
+        return
+    final = where
     tmp = temp_path(final, suffix)
     try:
         yield tmp
@@ -75,18 +91,36 @@ def atomic_path(target: str | os.PathLike, *, suffix: str = ".tmp",
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path, durable=durable) as tmp:
+@contextmanager
+def _uploaded(target: S3Uri, suffix: str) -> Iterator[Path]:
+    """A fresh local temporary path, uploaded to ``target`` when the body succeeds."""
+    folder = Path(tempfile.mkdtemp(prefix="segpipe-upload-"))
+    tmp = folder / f"{target.name or 'object'}{suffix}"
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: nothing was written for {target}")
+        objects.put_file(target, tmp)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike | Location, data: bytes, *,
+                       durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (one request for an ``s3://`` object)."""
+    where = parse_location(path)
+    if isinstance(where, S3Uri):
+        objects.put_bytes(where, data)
+        return
+    with atomic_path(where, durable=durable) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike | Location, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+def write_json_atomic(path: str | os.PathLike | Location, data: Any) -> None:
     """Write ``data`` as indented JSON (no NaN or infinity) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False))

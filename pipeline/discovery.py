@@ -5,14 +5,21 @@ scene id is the input file name without its extensions, made safe; for files fou
 by scanning a directory it is the path relative to that directory, with ``/``
 replaced by ``__`` (``sub-01/anat/T1w.nii.gz`` -> ``sub-01__anat__T1w``), so equal
 file names in different folders never collide.
+
+Inputs and label files may also be ``s3://bucket/key`` objects; an ``s3://`` prefix
+(``s3://bucket/dir/``) is scanned like a directory, its keys taking the place of
+relative paths. Object names starting with ``.`` are skipped, as hidden files are.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipeline.formats import FORMATS, Scene, identify
 from pipeline.formats.base import safe_id, scene_id_for
+from pipeline.storage import StorageError, objects
+from pipeline.storage.location import Location, S3Uri, parse_location
 from segcore.errors import ConfigError
 
 __all__ = ["Scene", "discover", "match_labels", "safe_id", "scan"]
@@ -27,22 +34,53 @@ def _suffixes() -> str:
     return "/".join(s for f in FORMATS.values() for s in f.suffixes)
 
 
-def scan(directory: Path) -> list[Scene]:
+def _remote_files(prefix: S3Uri) -> list[S3Uri]:
+    """Visible objects below ``prefix``, in key order."""
+    return [o.uri for o in objects.list_objects(prefix) if not o.uri.name.startswith(".")]
+
+
+def scan(directory: Location) -> list[Scene]:
     """Every scene of every format under ``directory``, in path order (none is fine)."""
-    found = [s for f in FORMATS.values() for s in f.discover(directory)]
+    if isinstance(directory, S3Uri):
+        found = [fmt.scene(uri, directory) for uri in _remote_files(directory)
+                 if (fmt := identify(uri)) is not None]
+    else:
+        found = [s for f in FORMATS.values() for s in f.discover(directory)]
     return sorted(found, key=lambda s: s.path)
 
 
-def _scenes_of(path: Path) -> list[Scene]:
+def _remote_kind(uri: S3Uri) -> str:
+    """``"file"`` for an object, ``"dir"`` for a prefix with objects below it;
+    StorageError naming the URI otherwise (missing bucket or key, no access)."""
+    if uri.key and objects.exists(uri):
+        return "file"
+    if objects.is_prefix(uri):
+        return "dir"
+    if not uri.key:
+        return "dir"  # an empty bucket: nothing found, said by discover()
+    objects.stat(uri)  # raises the precise reason (missing bucket or key)
+    raise StorageError(str(uri), "no such key or prefix")
+
+
+def _scenes_of(item: str | os.PathLike[str] | Location) -> list[Scene]:
+    path = parse_location(item)
+    if isinstance(path, S3Uri):
+        if _remote_kind(path) == "dir":
+            return scan(path)
+        return [_scene_of_file(path)]
     if path.is_dir():
         return scan(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
+    return [_scene_of_file(path)]
+
+
+def _scene_of_file(path: Location) -> Scene:
     fmt = identify(path)
     if fmt is None:
         raise ConfigError(f"{path}: unsupported input; expected {_accepted()} "
                           "or a directory of them")
-    return [fmt.scene(path)]
+    return fmt.scene(path)
 
 
 def discover(inputs: list[str | Path]) -> list[Scene]:
@@ -54,11 +92,11 @@ def discover(inputs: list[str | Path]) -> list[Scene]:
         When an input does not exist, a file has an unsupported extension, nothing
         is found, or two inputs would get the same scene id.
     """
-    scenes = [s for item in inputs for s in _scenes_of(Path(item))]
+    scenes = [s for item in inputs for s in _scenes_of(item)]
     if not scenes:
         raise ConfigError("no input found: " + ", ".join(str(i) for i in inputs)
                           + f" holds no {_suffixes()} file")
-    seen: dict[str, Path] = {}
+    seen: dict[str, Location] = {}
     for scene in scenes:
         if scene.scene_id in seen:
             raise ConfigError(
@@ -69,11 +107,13 @@ def discover(inputs: list[str | Path]) -> list[Scene]:
     return scenes
 
 
-def _label_files(directory: Path) -> dict[str, Path]:
+def _label_files(directory: Location) -> dict[str, Location]:
     """Label files under ``directory`` by scene id (``<id>``, ``<id>_labels``, ...)."""
-    by_id: dict[str, Path] = {}
-    for p in sorted(directory.rglob("*")):
-        fmt = identify(p) if p.is_file() else None
+    by_id: dict[str, Location] = {}
+    files = _remote_files(directory) if isinstance(directory, S3Uri) else \
+        [p for p in sorted(directory.rglob("*")) if p.is_file()]
+    for p in files:
+        fmt = identify(p)
         if fmt is not None:
             sid = scene_id_for(p, directory, fmt.suffixes)
             for suffix in ("_labels", "-labels", ".labels"):
@@ -83,7 +123,8 @@ def _label_files(directory: Path) -> dict[str, Path]:
     return by_id
 
 
-def match_labels(scenes: list[Scene], labels: str | Path | None) -> dict[str, Path]:
+def match_labels(scenes: list[Scene], labels: str | Path | S3Uri | None
+                 ) -> dict[str, Location]:
     """Pair scenes with ground-truth files (``--labels``).
 
     A file goes with the single scene; a directory is scanned and its files are
@@ -92,15 +133,17 @@ def match_labels(scenes: list[Scene], labels: str | Path | None) -> dict[str, Pa
     """
     if labels is None:
         return {}
-    path = Path(labels)
-    if path.is_file():
+    path = parse_location(labels)
+    kind = _remote_kind(path) if isinstance(path, S3Uri) else \
+        "file" if path.is_file() else "dir" if path.is_dir() else None
+    if kind == "file":
         if len(scenes) != 1:
             raise ConfigError(
                 f"--labels {path}: a single label file needs a single INPUT, got "
                 f"{len(scenes)} scenes; pass a directory of label files named by scene id"
             )
         return {scenes[0].scene_id: path}
-    if not path.is_dir():
+    if kind is None:
         raise ConfigError(f"--labels {path}: no such file or directory")
     by_id = _label_files(path)
     return {s.scene_id: by_id[s.scene_id] for s in scenes if s.scene_id in by_id}

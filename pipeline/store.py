@@ -8,17 +8,25 @@ instance ids before cross-tile stitching. Label arrays are chunked exactly like 
 grid's cores, so each worker owns whole chunks and no two writers ever share one
 (Zarr writers in different processes that share a chunk or shard lose data). No sharding.
 Group attrs hold the georeferencing, class table and model provenance.
+
+A store lives in a local directory or under an ``s3://`` prefix (zarr's obstore
+backend, :mod:`pipeline.storage.zarr_stores`); :func:`open_store` and
+:func:`create_store` take either, as a string, a path or an
+:class:`~pipeline.storage.S3Uri`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+
+from pipeline.storage.location import Location
+from pipeline.storage.zarr_stores import zarr_store
 
 IMAGE = "image"
 VALID = "valid"
@@ -45,12 +53,12 @@ def semantic_dtype(num_classes: int) -> tuple[np.dtype, int]:
 
 
 def create_store(
-    path: Path, *, bands: int, shape: tuple[int, ...], dtype: str, image_chunk: int,
-    attrs: dict[str, Any], mode: str = "w",
+    path: str | os.PathLike[str] | Location, *, bands: int, shape: tuple[int, ...],
+    dtype: str, image_chunk: int, attrs: dict[str, Any], mode: str = "w",
 ) -> zarr.Group:
     """Create ``scene.zarr`` (or a subgroup path) with its ``image`` ``(C, *shape)`` and
     ``valid`` ``shape`` arrays; ``shape`` is ``(H, W)`` or ``(Z, Y, X)``."""
-    group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+    group = zarr.open_group(zarr_store(path), mode=mode, zarr_format=3)
     chunk = tuple(min(image_chunk, n) for n in shape)
     group.create_array(
         IMAGE, shape=(bands, *shape), chunks=(bands, *chunk), dtype=dtype,
@@ -76,8 +84,9 @@ def create_label_array(
     )
 
 
-def open_store(path: Path, mode: str = "r") -> zarr.Group:
-    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+def open_store(path: str | os.PathLike[str] | Location, mode: str = "r") -> zarr.Group:
+    """Open ``scene.zarr`` (or a subgroup path): a local path or an ``s3://`` URI."""
+    return zarr.open_group(zarr_store(path, read_only=mode == "r"), mode=mode, zarr_format=3)
 
 
 def iter_blocks(shape: tuple[int, ...], block: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:

@@ -18,7 +18,8 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-PAGES = ("README.md", "cli.md", "outputs.md", "model-bundles.md", "label-files.md")
+PAGES = ("README.md", "cli.md", "outputs.md", "model-bundles.md", "label-files.md",
+         "object-storage.md")
 
 # Documents that exist only beside the repository; users of segpipe do not have them.
 SCANNED = ("README.md", "docs", "pipeline", "flows", "segcore", "configs", "deploy")

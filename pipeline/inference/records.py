@@ -1,28 +1,42 @@
 """Tile completion records: what makes a run resumable after a crash.
 
 An actor writes a tile's core chunks first and only then its record
-``<dir>/<flat index>.done`` (written to a temporary name and renamed, so a
-record is either whole or absent). A tile without a record is computed again,
-so a tile killed half-way through its writes is never taken as done. The record
-holds the tile's :class:`~pipeline.streaming.tile_outcome.TileOutcome` (id range, cut
-ids, boundary patches), which a resumed run feeds to the instance stitcher as if
-the tile had just finished, so the stitched result is the same.
+``<dir>/<flat index>.done`` (written to a temporary name and renamed, or put as one
+object on object storage, so a record is either whole or absent). A tile without a
+record is computed again, so a tile killed half-way through its writes is never taken
+as done. The record holds the tile's :class:`~pipeline.streaming.tile_outcome.TileOutcome`
+(id range, cut ids, boundary patches), which a resumed run feeds to the instance
+stitcher as if the tile had just finished, so the stitched result is the same.
+
+Records are ``.npz`` archives read with ``allow_pickle=False``: the scalar fields as
+one JSON document, the cut ids as an array and each boundary patch's packed bytes as a
+``uint8`` array (:func:`encode_outcome`). Nothing under an output directory is ever
+unpickled; a record in any other format (an older run's pickle) is ignored and its
+tile computed again.
 
 ``<flat>.started`` marks an attempt: a tile processed while its marker exists
 (a worker crashed, or the run was killed, during an earlier attempt) counts as
 retried. ``SEGPIPE_FAULT_*`` variables inject faults for tests (README, "Faults").
+The directory may be a local path or an ``s3://`` prefix (:mod:`pipeline.storage`).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
-import pickle
-from pathlib import Path
+import zipfile
 from typing import Any
 
+import numpy as np
+
 from pipeline.atomic import write_bytes_atomic
+from pipeline.storage import access, objects
+from pipeline.storage.location import Location, S3Uri, parse_location
+from pipeline.streaming.tile_outcome import TileOutcome
 
 DONE, STARTED, CRASHED = ".done", ".started", ".crashed"
+RECORD_VERSION = 1
 
 FAULT_CRASH = "SEGPIPE_FAULT_CRASH_TILE"  # "<scene id or *>:<flat index>": worker exits once
 FAULT_FAIL = "SEGPIPE_FAULT_FAIL_TILE"  # "<scene id or *>:<flat index>": tile always raises
@@ -32,37 +46,107 @@ class InjectedFault(RuntimeError):
     """Raised for a tile named by ``SEGPIPE_FAULT_FAIL_TILE`` (tests only)."""
 
 
-def _path(directory: str | Path, flat: int, suffix: str) -> Path:
-    return Path(directory) / f"{flat}{suffix}"
+def _path(directory: str | os.PathLike[str] | Location, flat: int, suffix: str) -> Location:
+    return parse_location(directory) / f"{flat}{suffix}"
 
 
-def mark_started(directory: str | Path, flat: int) -> bool:
+def encode_outcome(outcome: TileOutcome) -> bytes:
+    """A record's bytes: an ``.npz`` archive without pickled objects.
+
+    Examples
+    --------
+    >>> o = TileOutcome(index=(1, 2), seconds=0.5, worker="w", id_offset=7, id_count=2,
+    ...                 cut_ids=np.array([8], np.uint64), patches=[((1, 3), (0, 5), (4, 9), b"z")])
+    >>> back = decode_outcome(encode_outcome(o))
+    >>> back.index, back.patches, back.cut_ids.tolist(), back.id_offset
+    ((1, 2), [((1, 3), (0, 5), (4, 9), b'z')], [8], 7)
+    """
+    def ints(values) -> list[int]:
+        return [int(v) for v in values]
+
+    meta = {"version": RECORD_VERSION, "index": ints(outcome.index),
+            "seconds": float(outcome.seconds), "worker": str(outcome.worker),
+            "id_offset": int(outcome.id_offset), "id_count": int(outcome.id_count),
+            "retried": bool(outcome.retried), "skipped": bool(outcome.skipped),
+            "has_cut_ids": outcome.cut_ids is not None,
+            "patches": [[ints(n), ints(a), ints(b)] for n, a, b, _ in outcome.patches]}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+    if outcome.cut_ids is not None:
+        arrays["cut_ids"] = np.asarray(outcome.cut_ids)
+    for i, (*_, packed) in enumerate(outcome.patches):
+        arrays[f"patch_{i}"] = np.frombuffer(bytes(packed), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_outcome(data: bytes) -> TileOutcome:
+    """The outcome in a record; ValueError for anything but a record of this version."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode())
+            if meta.get("version") != RECORD_VERSION:
+                raise ValueError(f"record version {meta.get('version')!r}, "
+                                 f"expected {RECORD_VERSION}")
+            cut_ids = archive["cut_ids"] if meta["has_cut_ids"] else None
+            patches = [(tuple(n), tuple(a), tuple(b), archive[f"patch_{i}"].tobytes())
+                       for i, (n, a, b) in enumerate(meta["patches"])]
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise ValueError(f"not a tile record: {exc}") from exc
+    return TileOutcome(index=tuple(meta["index"]), seconds=float(meta["seconds"]),
+                       worker=str(meta["worker"]), id_offset=int(meta["id_offset"]),
+                       id_count=int(meta["id_count"]), retried=bool(meta["retried"]),
+                       skipped=bool(meta["skipped"]), cut_ids=cut_ids, patches=patches)
+
+
+def prepare_records(directory: str | os.PathLike[str] | Location, *, keep: bool) -> None:
+    """Keep a killed run's records (``keep``), else start with none."""
+    if not keep:
+        access.remove_tree(directory)
+    access.make_dirs(directory)
+
+
+def mark_started(directory: str | os.PathLike[str] | Location, flat: int) -> bool:
     """Record an attempt at ``flat``; True when an earlier attempt was recorded."""
     path = _path(directory, flat, STARTED)
-    existed = path.exists()
-    path.touch()
+    existed = access.is_file(path)
+    if not existed:
+        access.touch(path)
     return existed
 
 
-def write_record(directory: str | Path, flat: int, outcome: Any) -> None:
+def write_record(directory: str | os.PathLike[str] | Location, flat: int,
+                 outcome: TileOutcome) -> None:
     """Atomically record a finished tile (call after its chunks are written)."""
-    data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    write_bytes_atomic(_path(directory, flat, DONE), data, durable=True)
+    write_bytes_atomic(_path(directory, flat, DONE), encode_outcome(outcome), durable=True)
 
 
-def read_records(directory: str | Path) -> dict[int, Any]:
+def _flat_of(name: str) -> int | None:
+    stem = name[: -len(DONE)] if name.endswith(DONE) else ""
+    return int(stem) if stem.isdigit() else None
+
+
+def read_records(directory: str | os.PathLike[str] | Location) -> dict[int, Any]:
     """Every complete record: flat index -> outcome (unreadable ones are ignored)."""
+    where = parse_location(directory)
+    found = {f: p for p in access.list_files(where, suffix=DONE)
+             if p.parent == where and (f := _flat_of(p.name)) is not None}
+    if isinstance(where, S3Uri):
+        contents = objects.get_many(found.values())
+    else:
+        contents = []
+        for path in found.values():
+            try:
+                contents.append(path.read_bytes())
+            except OSError:
+                contents.append(None)
     out: dict[int, Any] = {}
-    root = Path(directory)
-    if not root.is_dir():
-        return out
-    for path in root.glob(f"*{DONE}"):
+    for flat, data in zip(found, contents):
         try:
-            with open(path, "rb") as fh:
-                out[int(path.stem)] = pickle.load(fh)
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+            out[flat] = decode_outcome(data) if data is not None else None
+        except ValueError:
             continue
-    return out
+    return {f: o for f, o in out.items() if o is not None}
 
 
 def fault_matches(spec: str | None, scene_id: str, flat: int) -> bool:
@@ -79,9 +163,9 @@ def fault_matches(spec: str | None, scene_id: str, flat: int) -> bool:
     return scene in ("*", scene_id) and index.strip() == str(flat)
 
 
-def crash_once(directory: str | Path, flat: int) -> None:
+def crash_once(directory: str | os.PathLike[str] | Location, flat: int) -> None:
     """Kill this worker process the first time ``flat`` is processed (fault injection)."""
     marker = _path(directory, flat, CRASHED)
-    if not marker.exists():
-        marker.touch()
+    if not access.is_file(marker):
+        access.touch(marker)
         os._exit(17)

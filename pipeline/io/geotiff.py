@@ -22,7 +22,10 @@ Validation runs in two passes and reports the first problem as one
 2. What GDAL reports: driver, one supported dtype for all bands, one nodata
    value, a CRS (unless ``require_crs=False``) and an invertible transform.
 
-Only local files are supported. COG export lives in :mod:`pipeline.io.cog`.
+Inputs are local files or ``s3://`` objects (:mod:`pipeline.storage`): the structure
+check reads an object with ranged requests, and GDAL reads it through ``/vsis3/`` with
+its options derived from the standard AWS environment (``gdal_env``). COG export lives in
+:mod:`pipeline.io.cog`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -46,6 +50,9 @@ from pipeline.io.tiff_structure import (
     MAX_UNCOMPRESSED_BYTES,
     check_tiff_structure,
 )
+from pipeline.storage import objects
+from pipeline.storage.gdal import gdal_env
+from pipeline.storage.location import S3Uri, parse_location
 from segcore.errors import ConfigError, InputError
 
 __all__ = [
@@ -160,8 +167,8 @@ def open_raster(path: str | os.PathLike[str], *, require_crs: bool = True) -> Ra
 
     Parameters
     ----------
-    path : str or PathLike
-        A local GeoTIFF (or COG).
+    path : str, PathLike or S3Uri
+        A local GeoTIFF (or COG), or an ``s3://`` object.
     require_crs : bool
         Reject files without a CRS and geotransform (default).
 
@@ -175,8 +182,14 @@ def open_raster(path: str | os.PathLike[str], *, require_crs: bool = True) -> Ra
         One error whose reason names the problem: missing, empty, not a
         GeoTIFF, corrupt or truncated, absurd header sizes, mixed or
         unsupported dtypes, differing nodata, no CRS, non-invertible transform.
+    StorageError
+        For an ``s3://`` object that cannot be reached (missing bucket or key, no
+        credentials, endpoint unreachable).
     """
-    path = os.fspath(path)
+    where = parse_location(path)
+    if isinstance(where, S3Uri):
+        return _open_remote(where, require_crs=require_crs)
+    path = os.fspath(where)
     if not os.path.exists(path):
         raise InputError(path, "file not found")
     if not os.path.isfile(path):
@@ -190,17 +203,39 @@ def open_raster(path: str | os.PathLike[str], *, require_crs: bool = True) -> Ra
         return _describe(path, ds, require_crs=require_crs)
 
 
-def _open_dataset(path: str) -> Any:
-    """Open with GDAL's GTiff driver only, mapping failures to InputError."""
+def _open_remote(uri: S3Uri, *, require_crs: bool) -> RasterInfo:
+    """:func:`open_raster` for an ``s3://`` object (ranged reads, then ``/vsis3/``)."""
+    name = str(uri)
+    size = objects.stat(uri).size
+    if size == 0:
+        raise InputError(name, "empty object (0 bytes); expected a GeoTIFF")
+    with objects.open_reader(uri) as fh:
+        check_tiff_structure(name, fh, size)
+    with gdal_env(), _open_dataset(uri.vsi, name=name) as ds:
+        return _describe(name, ds, require_crs=require_crs)
+
+
+def _gdal_path(path: str | os.PathLike[str] | S3Uri) -> tuple[str, AbstractContextManager]:
+    """What GDAL opens for ``path`` and the configuration it needs while doing so."""
+    where = parse_location(path)
+    if isinstance(where, S3Uri):
+        return where.vsi, gdal_env()
+    return os.fspath(where), nullcontext()
+
+
+def _open_dataset(path: str, *, name: str | None = None) -> Any:
+    """Open with GDAL's GTiff driver only, mapping failures to InputError (``name``:
+    the input as the user gave it, for messages)."""
+    name = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             ds = rasterio.open(path, driver="GTiff")
     except RasterioError as exc:
-        raise InputError(path, f"GDAL cannot open this TIFF: {_gdal_message(path, exc)}") from exc
+        raise InputError(name, f"GDAL cannot open this TIFF: {_gdal_message(path, exc)}") from exc
     if ds.driver != "GTiff":  # defensive: driver= restricts GDAL already
         ds.close()
-        raise InputError(path, f"not a GeoTIFF: GDAL reads it with the {ds.driver} driver")
+        raise InputError(name, f"not a GeoTIFF: GDAL reads it with the {ds.driver} driver")
     return ds
 
 
@@ -296,8 +331,8 @@ def read_window(
     -------
     (C, h, w) ndarray of the file's dtype
     """
-    if isinstance(path_or_dataset, (str, os.PathLike)):
-        with _open_plain(path_or_dataset) as ds:
+    if isinstance(path_or_dataset, (str, os.PathLike, S3Uri)):
+        with _open_plain(path_or_dataset) as ds, _gdal_path(path_or_dataset)[1]:
             return read_window(ds, window, bands=bands)
     ds = path_or_dataset
     win = _to_window(ds, window)
@@ -323,8 +358,8 @@ def read_valid_mask(
     (h, w) ndarray of bool
         True where the pixel is valid.
     """
-    if isinstance(path_or_dataset, (str, os.PathLike)):
-        with _open_plain(path_or_dataset) as ds:
+    if isinstance(path_or_dataset, (str, os.PathLike, S3Uri)):
+        with _open_plain(path_or_dataset) as ds, _gdal_path(path_or_dataset)[1]:
             return read_valid_mask(ds, window, bands=bands)
     data = read_window(path_or_dataset, window, bands=bands)
     return _apply_dataset_mask(path_or_dataset, window,
@@ -375,7 +410,7 @@ class GeoTiffReader:
 
     Parameters
     ----------
-    path : str or PathLike
+    path : str, PathLike or S3Uri
         Validated with :func:`open_raster` on construction.
     bands : sequence of int, optional
         1-based band indices to read; default all bands.
@@ -386,26 +421,39 @@ class GeoTiffReader:
     def __init__(self, path: str | os.PathLike[str], bands: Sequence[int] | None = None,
                  *, require_crs: bool = True) -> None:
         self.info = open_raster(path, require_crs=require_crs)
+        self._remote = isinstance(parse_location(self.info.path), S3Uri)
         self._ds = _open_plain(self.info.path)
         try:
             self.bands = _check_bands(self._ds, bands)
         except ConfigError:
             self._ds.close()
             raise
+        self._require_crs = require_crs
+
+    def __reduce__(self) -> tuple:
+        """Pickled as (path, bands): a copy in another process reopens the file."""
+        return (_reopen, (self.info.path, self.bands, self._require_crs))
+
+    def _env(self) -> AbstractContextManager:
+        """GDAL's ``/vsis3/`` options around each read of a remote scene."""
+        return gdal_env() if self._remote else nullcontext()
 
     def read(self, window: WindowLike) -> np.ndarray:
         """``(C, h, w)`` pixels of the selected bands."""
-        return read_window(self._ds, window, bands=self.bands)
+        with self._env():
+            return read_window(self._ds, window, bands=self.bands)
 
     def valid(self, window: WindowLike) -> np.ndarray:
         """``(h, w)`` bool validity mask, see :func:`read_valid_mask`."""
-        return read_valid_mask(self._ds, window, bands=self.bands)
+        with self._env():
+            return read_valid_mask(self._ds, window, bands=self.bands)
 
     def read_with_valid(self, window: WindowLike) -> tuple[np.ndarray, np.ndarray]:
         """``(C, h, w)`` pixels and their ``(h, w)`` mask from a single read."""
         data = self.read(window)
         valid = valid_mask_from_array(data, self.info.nodata)
-        return data, _apply_dataset_mask(self._ds, window, valid)
+        with self._env():
+            return data, _apply_dataset_mask(self._ds, window, valid)
 
     def close(self) -> None:
         self._ds.close()
@@ -417,13 +465,20 @@ class GeoTiffReader:
         self.close()
 
 
-def _open_plain(path: str | os.PathLike[str]) -> Any:
-    with warnings.catch_warnings():
+def _reopen(path: str, bands: list[int], require_crs: bool) -> GeoTiffReader:
+    return GeoTiffReader(path, bands, require_crs=require_crs)
+
+
+def _open_plain(path: str | os.PathLike[str] | S3Uri) -> Any:
+    gdal_name, env = _gdal_path(path)
+    with warnings.catch_warnings(), env:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            return rasterio.open(os.fspath(path))
+            return rasterio.open(gdal_name)
         except RasterioError as exc:
-            raise InputError(os.fspath(path), f"cannot open: {_gdal_message(path, exc)}") from exc
+            where = parse_location(path)
+            shown = str(where) if isinstance(where, S3Uri) else os.fspath(path)
+            raise InputError(shown, f"cannot open: {_gdal_message(gdal_name, exc)}") from exc
 
 
 def _check_bands(ds: Any, bands: Sequence[int] | None) -> list[int]:

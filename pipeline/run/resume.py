@@ -1,6 +1,7 @@
 """Resumable runs: a fingerprint of what makes a scene's result, and what may be reused.
 
-The fingerprint hashes the input file (path, size, modification time), the model
+The fingerprint hashes the input file (path, size, modification time; for an ``s3://``
+object its URI, size, modification time and entity tag), the model
 (name, ``model.yaml`` and weights file digests) and the options that change the
 output (tile, halo, bands, spacing policy, chunking). It is stored in the
 partial scene directory once ingest has finished (``ingest.json``) and in the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,9 +29,12 @@ from pipeline.atomic import write_text_atomic
 from pipeline.bundle import MODEL_FILE, ModelBundle
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
+from pipeline.storage import access, objects
+from pipeline.storage.location import Location, S3Uri, parse_location
 
 INGEST_MARKER = "ingest.json"
-_OUTPUT_OPTIONS = ("tile", "overlap", "bands", "spacing", "image_chunk", "volume_chunk")
+_OUTPUT_OPTIONS = ("tile", "overlap", "halo_mode", "memory_budget", "bands", "spacing",
+                   "image_chunk", "volume_chunk")
 
 
 @lru_cache(maxsize=64)
@@ -47,12 +52,23 @@ def file_digest(path: Path) -> str:
     return _file_digest(str(path), st.st_size, st.st_mtime_ns)
 
 
-def run_fingerprint(scene_path: Path, bundle: ModelBundle, options: RunOptions) -> str:
+def input_identity(scene_path: str | os.PathLike[str] | Location) -> list:
+    """What identifies an input's content: ``[path, size, mtime_ns]`` for a local file
+    (path resolved), ``[uri, size, mtime_ns, etag]`` for an object."""
+    where = parse_location(scene_path)
+    if isinstance(where, S3Uri):
+        info = objects.stat(where)
+        return [str(where), info.size, info.mtime_ns, info.etag]
+    st = where.stat()
+    return [str(where.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def run_fingerprint(scene_path: str | os.PathLike[str] | Location, bundle: ModelBundle,
+                    options: RunOptions) -> str:
     """A hex digest that changes whenever the scene's result could change."""
-    st = Path(scene_path).stat()
     chosen = options.model_dump(mode="json", include=set(_OUTPUT_OPTIONS))
     doc = {
-        "input": [str(Path(scene_path).resolve()), st.st_size, st.st_mtime_ns],
+        "input": input_identity(scene_path),
         "model": [bundle.name, file_digest(bundle.path / MODEL_FILE),
                   file_digest(bundle.weights_path)],
         "options": chosen,
@@ -60,24 +76,34 @@ def run_fingerprint(scene_path: Path, bundle: ModelBundle, options: RunOptions) 
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def finished_report(final_dir: Path, fingerprint: str) -> SceneReport | None:
-    """The finished scene's report when it was made with this fingerprint."""
+def _read_json(location: Location) -> object | None:
+    """A JSON document, or None when it is missing or malformed (other failures raise)."""
     try:
-        report = SceneReport.read(final_dir / "report.json")
-    except (OSError, ValueError):
+        return json.loads(access.read_text(location))
+    except (FileNotFoundError, ValueError):
         return None
-    return report if report.fingerprint == fingerprint else None
+    except OSError:
+        if isinstance(location, S3Uri):
+            raise  # storage unreachable: say so rather than redo finished work
+        return None
 
 
-def partial_matches(partial: Path, fingerprint: str) -> bool:
-    """Whether a killed run's partial directory finished ingest with this fingerprint."""
+def finished_report(final_dir: Location, fingerprint: str) -> SceneReport | None:
+    """The finished scene's report when it was made with this fingerprint."""
+    doc = _read_json(parse_location(final_dir) / "report.json")
     try:
-        marker = json.loads((partial / INGEST_MARKER).read_text())
-    except (OSError, ValueError):
-        return False
+        report = SceneReport.model_validate(doc) if doc is not None else None
+    except ValueError:
+        return None
+    return report if report is not None and report.fingerprint == fingerprint else None
+
+
+def partial_matches(partial: Location, fingerprint: str) -> bool:
+    """Whether a killed run's partial directory finished ingest with this fingerprint."""
+    marker = _read_json(parse_location(partial) / INGEST_MARKER)
     return isinstance(marker, dict) and marker.get("fingerprint") == fingerprint
 
 
-def mark_ingested(partial: Path, fingerprint: str) -> None:
+def mark_ingested(partial: Location, fingerprint: str) -> None:
     """Record that ingest finished (written last, atomically)."""
-    write_text_atomic(partial / INGEST_MARKER, json.dumps({"fingerprint": fingerprint}))
+    write_text_atomic(parse_location(partial) / INGEST_MARKER, json.dumps({"fingerprint": fingerprint}))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline.bundle import ModelBundle
@@ -19,10 +18,17 @@ from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
 from pipeline.run.resume import finished_report, run_fingerprint
 from pipeline.run.stages import (
-    SceneState, stage_export, stage_infer, stage_ingest, stage_metrics, stage_panoptic,
-    stage_report, stage_stitch,
+    SceneState,
+    stage_export,
+    stage_infer,
+    stage_ingest,
+    stage_metrics,
+    stage_panoptic,
+    stage_report,
+    stage_stitch,
 )
-from pipeline.run.workspace import Workspace, discard, publish
+from pipeline.run.workspace import REPORT, Workspace, discard, publish
+from pipeline.storage.location import Location
 
 StageCall = Callable[..., Any]
 
@@ -32,7 +38,7 @@ class SceneResult:
     """A finished scene: its report, where it lies, and whether it was reused as it was."""
 
     report: SceneReport
-    path: Path  # the scene's report.json
+    path: Location  # the scene's report.json (a local path or an s3:// URI)
     reused: bool
 
 
@@ -52,7 +58,7 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
     (:mod:`pipeline.run.resume`) is returned without running (``reused``).
     """
     fingerprint = run_fingerprint(workspace.scene.path, bundle, options)
-    report_path = workspace.final / "report.json"
+    report_path = workspace.final / REPORT
     if options.resume:
         finished = finished_report(workspace.final, fingerprint)
         if finished is not None:  # same input, model and options: nothing to do

@@ -1,13 +1,24 @@
 """Where one scene is built and where it lands.
 
-A scene is built in ``DIR/.<scene_id>.partial/`` and renamed to ``DIR/<scene_id>/``
-only when its report is written (:func:`publish`), so a failed run never damages a
-finished scene and ``report.json`` marks a finished one. A killed run leaves its
-partial directory for the next run to resume (:mod:`pipeline.run.resume`).
+A scene is built in ``DIR/.<scene_id>.partial/`` and becomes ``DIR/<scene_id>/`` only
+when its report is written (:func:`publish`), so a failed run never damages a finished
+scene and ``report.json`` marks a finished one. A killed run leaves its partial
+directory for the next run to resume (:mod:`pipeline.run.resume`).
+
+``DIR`` is a local directory or an ``s3://bucket/prefix`` (:mod:`pipeline.storage`).
+Locally, publishing is a rename. Object storage has no rename: :func:`publish` removes
+the previous result's ``report.json`` first (from then on it is not a finished scene),
+copies the new objects server-side, removes objects of the previous result that the
+new one does not have, writes ``report.json`` last and then removes the partial
+prefix. A publish cut short leaves no ``report.json`` and keeps the partial work, so the
+next run publishes again from it. The resume bookkeeping (``ingest.json``, ``tiles/``)
+is not copied to a published scene on object storage.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -15,47 +26,67 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.formats import Scene
+from pipeline.storage import StorageError, objects
+from pipeline.storage.access import remove_tree
+from pipeline.storage.location import Location, S3Uri, parse_location
 from segcore.errors import ConfigError
 
 TILE_RECORDS = "tiles"  # completion records of the partial scene, one file per tile
+REPORT = "report.json"  # written last: its presence marks a finished scene
+_BOOKKEEPING = ("ingest.json", f"{TILE_RECORDS}/")  # partial-only files (resume)
 
 
 @dataclass(frozen=True)
 class Workspace:
-    """One scene's input, output directory and optional label file."""
+    """One scene's input, output directory and optional label file.
+
+    ``out_dir`` is a local path or an :class:`~pipeline.storage.S3Uri` (a string is
+    parsed); the derived locations are of the same kind.
+    """
 
     scene: Scene
-    out_dir: Path
-    labels: Path | None = None
+    out_dir: Location
+    labels: Path | S3Uri | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", parse_location(self.out_dir))
 
     @property
-    def final(self) -> Path:
+    def final(self) -> Location:
         return self.out_dir / self.scene.scene_id
 
     @property
-    def partial(self) -> Path:
+    def partial(self) -> Location:
         return self.out_dir / f".{self.scene.scene_id}.partial"
 
     @property
-    def store(self) -> Path:
+    def store(self) -> Location:
         return self.partial / "scene.zarr"
 
     @property
-    def records(self) -> Path:
+    def records(self) -> Location:
         return self.partial / TILE_RECORDS
 
 
 def start_partial(workspace: Workspace, *, keep: bool) -> None:
     """Keep a killed run's partial directory (``keep``), else start a clean one."""
-    if not keep:
-        if workspace.partial.exists():
-            shutil.rmtree(workspace.partial)
-        workspace.partial.mkdir(parents=True)
+    if keep:
+        return
+    partial = workspace.partial
+    if isinstance(partial, S3Uri):
+        objects.delete_prefix(partial)
+        return
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
 
 
-def publish(workspace: Workspace) -> Path:
+def publish(workspace: Workspace) -> Location:
     """Swap the finished scene into place; a previous result is replaced only now."""
     final, partial = workspace.final, workspace.partial
+    if isinstance(final, S3Uri):
+        _publish_objects(partial, final)
+        return final
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         final.rename(old)
@@ -66,20 +97,62 @@ def publish(workspace: Workspace) -> Path:
     return final
 
 
+def _publish_objects(partial: S3Uri, final: S3Uri) -> None:
+    """Object storage's publish (see the module docstring)."""
+    new = {o.uri.relative_to(partial).as_posix() for o in objects.list_objects(partial)}
+    new = {rel for rel in new if not rel.startswith(_BOOKKEEPING)}
+    if REPORT not in new:
+        raise StorageError(str(partial), f"cannot publish: the scene has no {REPORT}")
+    objects.delete(final / REPORT)
+    objects.copy_objects((partial / rel, final / rel) for rel in sorted(new - {REPORT}))
+    objects.delete_objects(o.uri for o in objects.list_objects(final)
+                           if o.uri.relative_to(final).as_posix() not in new)
+    objects.copy_objects([(partial / REPORT, final / REPORT)])
+    objects.delete_prefix(partial)
+
+
 def discard(workspace: Workspace) -> None:
     """Remove a failed scene's partial work (a finished result stays untouched)."""
-    shutil.rmtree(workspace.partial, ignore_errors=True)
+    try:
+        remove_tree(workspace.partial)
+    except StorageError:
+        pass  # the scene's own error is the one to report; a later run starts afresh
 
 
-def prepare_out_dir(out: str | Path) -> Path:
+def out_location(out: str | os.PathLike[str] | Location) -> Location:
+    """``--out`` as a location: an absolute local path (actors on other nodes or working
+    directories need one), created if missing, or an ``s3://`` prefix as given."""
+    where = parse_location(out)
+    if isinstance(where, S3Uri):
+        return where
+    where = where.resolve()
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def prepare_out_dir(out: str | os.PathLike[str] | Location) -> Location:
     """Create the output directory (and its parents) and check results can be written there.
+
+    For an ``s3://`` prefix: a small object is written below it and removed again, so a
+    missing bucket, missing credentials, refused access or an unreachable endpoint is
+    found before any work starts.
 
     Raises
     ------
     ConfigError
         When ``out`` is a file, or cannot be created or written (one line naming it).
     """
-    path = Path(out)
+    where = parse_location(out)
+    if isinstance(where, S3Uri):
+        probe = where / f".segpipe-write-check-{secrets.token_hex(6)}"
+        try:
+            objects.put_bytes(probe, b"")
+            objects.delete(probe)
+        except StorageError as exc:
+            raise ConfigError(f"--out {where}: cannot write results there ({exc.reason})") \
+                from None
+        return where
+    path = where
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".segpipe-write-check-"):

@@ -29,6 +29,8 @@ from pipeline.io.nifti.volume import (
     _UNIT_TO_MM,
     _str3,
 )
+from pipeline.storage.downloads import local_copy
+from pipeline.storage.location import S3Uri, parse_location
 from segcore.errors import InputError
 
 # --------------------------------------------------------------------------- header reading
@@ -123,8 +125,11 @@ def open_volume(path: str | os.PathLike[str]) -> VolumeInfo:
 
     Parameters
     ----------
-    path : str or PathLike
-        A local ``.nii`` or ``.nii.gz`` file (compression is detected from the content).
+    path : str, PathLike or S3Uri
+        A local ``.nii`` or ``.nii.gz`` file (compression is detected from the content),
+        or an ``s3://`` object: nibabel reads files only, so it is downloaded first
+        (:func:`pipeline.storage.downloads.local_copy`) and ``VolumeInfo.path`` names
+        the local copy.
 
     Returns
     -------
@@ -137,7 +142,15 @@ def open_volume(path: str | os.PathLike[str]) -> VolumeInfo:
         truncated gzip or header, no image data after the header, CIFTI-2 or
         5-D+ file, absurd declared size, singular or non-finite affine,
         unsupported data type (complex, RGB, float128).
+    StorageError
+        For an ``s3://`` object that cannot be downloaded.
     """
+    where = parse_location(path)
+    if isinstance(where, S3Uri):
+        try:
+            return open_volume(local_copy(where))
+        except InputError as exc:
+            raise InputError(str(where), exc.reason) from exc
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(path, "file not found")
