@@ -24,7 +24,13 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import pass_summary
-from flows.segment_scene import root_cause, run_batch, stage_as_task, start_pool
+from flows.segment_scene import (
+    root_cause,
+    run_batch,
+    scene_of_state,
+    stage_as_task,
+    start_pool,
+)
 from pipeline.bundle import load_bundle
 from pipeline.discovery import discover, match_labels
 from pipeline.options import load_run_options
@@ -60,7 +66,7 @@ class AttemptLog:
         self._lock = threading.Lock()
         self.granted: dict[str, int] = {}
 
-    def decide(self, scene_id: str, task_, task_run, state) -> bool:  # noqa: ARG002
+    def decide(self, scene_id: str, task_, task_run, state) -> bool:
         exc = state.result(raise_on_failure=False)
         retry = should_retry(exc if isinstance(exc, BaseException) else None)
         if retry:
@@ -118,12 +124,12 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
     own_pool = pool is None
     pool = start_pool(bundle, run_options) if own_pool else pool
 
-    def submit(ws: Workspace) -> Any:
+    def submit(ws: Workspace) -> SceneResult:
         volume_task = segment_volume.with_options(
             task_run_name=f"segment-volume-{ws.scene.scene_id}", retries=retries,
             retry_delay_seconds=retry_delay_s,
             retry_condition_fn=partial(log.decide, ws.scene.scene_id))
-        return volume_task(ws, bundle, run_options, pool, return_state=True)
+        return scene_of_state(volume_task(ws, bundle, run_options, pool, return_state=True))
 
     try:
         result = run_batch(scenes, out_dir, label_map, submit=submit, model=bundle.name,

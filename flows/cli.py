@@ -63,42 +63,72 @@ class RichProgress:
             self.progress.advance(self.tasks[scene_id], n)
 
 
-def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[str],
-              overrides: dict, config: Optional[Path], debug: bool) -> tuple[int, list]:
-    """Validate everything up front (exit 2), then segment; returns (exit code, outcomes)."""
-    environment.configure(debug)
+def _prepare(ray_start, inputs: list[str], model: str, out_dir: Path | str,
+             labels: str | None, options, debug: bool) -> tuple:
+    """Check inputs, labels, model and ``--out`` (exit 2), then start the model actors and
+    wait for them (exit 2 when Ray or the actors cannot start); returns
+    ``(pool, (scenes, label_map, bundle, out_dir))``."""
     from pipeline.bundle import load_bundle
     from pipeline.discovery import discover, match_labels
-    from pipeline.options import load_run_options
     from pipeline.run.workspace import prepare_out_dir
 
     with unusable_on_error(debug):
-        options = load_run_options(config, overrides)
         scenes = discover(inputs)
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
         out_dir = prepare_out_dir(out_dir)
         if options.prompts is not None:  # open-vocabulary: a run-specific bundle copy
+            import tempfile  # a run-specific copy stays local when --out is s3://
+
             from pipeline.prompts import bundle_with_prompts
 
-            bundle = bundle_with_prompts(bundle, options.prompts, out_dir / ".prompts")
+            home = out_dir / ".prompts" if isinstance(out_dir, Path) else \
+                Path(tempfile.mkdtemp(prefix="segpipe-prompts-"))
+            bundle = bundle_with_prompts(bundle, options.prompts, home)
         bundle.build()  # an unreadable model is caught before any work starts
+        ray_start.start_pool(bundle, options)
+        pool = ray_start.pool()  # e.g. workers the cluster cannot place: nothing ran
+    return pool, (scenes, label_map, bundle, out_dir)
 
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from flows.segment_scene import segment_batch
+def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Optional[str],
+              overrides: dict, config: Optional[Path], debug: bool) -> tuple[int, list]:
+    """Validate everything up front (exit 2) while Ray starts in the background, then
+    segment in plain Python (no Prefect); returns (exit code, outcomes)."""
+    environment.configure(debug)
+    from flows.ray_start import begin
+    from pipeline.options import load_run_options
+
+    with unusable_on_error(debug):
+        options = load_run_options(config, overrides)
+    ray_start = begin(inputs, out_dir, options.ray_address, quiet=not debug)
+    try:
+        pool, (scenes, label_map, bundle, out_dir) = _prepare(
+            ray_start, inputs, model, out_dir, labels, options, debug)
+    except BaseException:
+        ray_start.abandon()  # nothing ran: stop what was started for it
+        raise
+    from flows.batch import segment_scenes
     from pipeline.progress import progress_sink
 
     if not debug:
         environment.silence_library_logs()
-
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("tiles"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=False) as progress, \
-            progress_sink(RichProgress(progress)), \
-            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-            unusable_on_error(debug):  # e.g. workers the cluster cannot place: nothing ran
-        result = segment_batch(scenes, bundle, options, out_dir, label_map)
+    try:
+        try:
+            with Progress(*columns, console=err, transient=False) as progress, \
+                    progress_sink(RichProgress(progress)):
+                result = segment_scenes(scenes, bundle, options, out_dir, label_map, pool=pool)
+        finally:
+            pool.shutdown()
+        _print_outcomes(result, debug)
+    finally:
+        ray_start.close()  # the local runtime started for this command, if any
+    return ExitCode.for_failures(result.failed), result.outcomes
+
+
+def _print_outcomes(result, debug: bool) -> None:
     for outcome in result.outcomes:
         if outcome.ok:
             err.print(f"[green]ok[/]     {outcome.scene_id}  {outcome.seconds:.1f} s  {outcome.report}")
@@ -107,18 +137,23 @@ def run_batch(inputs: list[str], model: str, out_dir: Path, *, labels: Optional[
             if debug and outcome.scene_id in result.errors:
                 exc = result.errors[outcome.scene_id]
                 traceback.print_exception(type(exc), exc, exc.__traceback__)
-    return ExitCode.for_failures(result.failed), result.outcomes
 
 
 @app.command()
 def run(
-    inputs: Annotated[list[str], typer.Argument(help="GeoTIFF/NIfTI files or directories.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="GeoTIFF/NIfTI files or directories (local, or s3://bucket/key and s3:// prefixes).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Bundled model name or bundle directory.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    out: Annotated[str, typer.Option("--out", "-o",
+                                     help="Output directory, or s3://bucket/prefix.")],
     labels: Annotated[Optional[str], typer.Option(help="Ground truth file or directory.")] = None,
     bands: Annotated[Optional[str], typer.Option(help="1-based input bands, e.g. 4,3,2.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Tile core size (pixels).")] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Halo per side (pixels).")] = None,
+    halo_mode: Annotated[Optional[str], typer.Option(
+        help="Halo without --overlap: exact or effective (default: effective for 3-D models).")] = None,
+    memory_budget: Annotated[Optional[str], typer.Option(
+        help="Memory one model window may take, e.g. 4GiB (3-D tiles are sized to fit).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Tiles per model call.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Model actors (default: one per GPU/CPU).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per actor (0 on CPU).")] = None,
@@ -145,6 +180,7 @@ def run(
         prompt_list = parse_prompts(prompts)
         policy = None if spacing is None else parse_choice(SpacingPolicy, spacing, name="--spacing")
     overrides = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers,
+                 "halo_mode": halo_mode, "memory_budget": memory_budget,
                  "gpus_per_worker": gpus_per_worker, "bands": band_list,
                  "ray_address": ray_address, "resume": False if no_resume else None,
                  "spacing": policy, "scenes_in_flight": scenes_in_flight,
@@ -400,7 +436,24 @@ def main() -> None:
     """Entry point of the ``segpipe`` script.
 
     An error nobody anticipated is one line and exit 3 (its traceback with ``--debug``).
+    Called from a script's top level (the ``segpipe`` script, ``python -m flows.cli``),
+    the process then ends without the interpreter's module teardown
+    (:mod:`flows.fast_exit`); called from other code (tests), it only raises SystemExit.
     """
+    from flows import fast_exit
+
+    entry = sys._getframe(1).f_globals.get("__name__") == "__main__"
+    if entry:
+        fast_exit.arm()
+    try:
+        _main()
+    except SystemExit as done:
+        if entry:
+            fast_exit.record(done.code)
+        raise
+
+
+def _main() -> None:
     try:
         app()
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """Prefect and Ray defaults for local runs, applied before either is imported.
 
-``segpipe run`` uses Prefect in local mode: with no ``PREFECT_API_URL`` Prefect
-starts a temporary server by itself, so nobody starts one by hand. Its
+``segpipe run`` and ``segpipe demo`` use no Prefect at all (:mod:`flows.batch`).
+``segpipe nightly --once`` uses Prefect in local mode: with no ``PREFECT_API_URL``
+Prefect starts a temporary server by itself, so nobody starts one by hand. Its
 background services are switched off (they only matter for a long-lived
 server and slow each run), telemetry is off, and Prefect's own log lines are
 hidden unless ``--debug`` (segpipe prints one clear line per problem). Values

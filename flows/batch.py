@@ -1,0 +1,137 @@
+"""The one batch loop, in plain Python: scenes in flight, one row per scene, batch files.
+
+:func:`run_batch` runs each scene by a given ``submit``, up to ``scenes_in_flight``
+at once, turns every end into one :class:`~pipeline.report.batch.BatchRow` and
+writes ``batch.json`` / ``batch.csv``. One failing scene never stops the others.
+``submit`` returns the scene's :class:`~pipeline.run.SceneResult` or raises its
+error: :func:`segment_scenes` (``segpipe run``, ``segpipe demo``) calls
+:func:`pipeline.run.run_scene` directly, with no orchestrator and no Prefect server
+to start; the Prefect flows (:mod:`flows.segment_scene`, :mod:`flows.archive`) pass a
+``submit`` that runs the scene as a subflow or task and unwraps its final state.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.bundle import ModelBundle
+from pipeline.formats import Scene
+from pipeline.inference.pool import WorkerPool
+from pipeline.options import RunOptions
+from pipeline.report.batch import BatchRow, write_batch
+from pipeline.run import SceneResult, Workspace, run_scene
+from pipeline.run.workspace import out_location
+from segcore.errors import SegpipeError
+
+Submit = Callable[[Workspace], SceneResult]
+"""Runs one scene's workspace: its result, or the scene's error raised."""
+
+
+def start_pool(bundle: ModelBundle, options: RunOptions) -> WorkerPool:
+    """Join/start Ray and start the model actors ``options`` ask for."""
+    return WorkerPool.start(
+        str(bundle.path), workers=options.workers, gpus_per_worker=options.gpus_per_worker,
+        batch_size=options.batch_size, ray_address=options.ray_address,
+    )
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a Ray task raised, unwrapped from ``RayTaskError`` (``.cause``)."""
+    seen = 0
+    while isinstance(getattr(exc, "cause", None), BaseException) and seen < 8:
+        exc, seen = exc.cause, seen + 1  # type: ignore[assignment]
+    return exc
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line for a failed scene: segpipe's own errors as they are, others with their type.
+
+    Examples
+    --------
+    >>> failure_reason(OSError("stale NFS handle\\nmore"))
+    'OSError: stale NFS handle'
+    """
+    exc = root_cause(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, SegpipeError) else f"{type(exc).__name__}: {text}"
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One row per scene, in input order, and the error of every failed scene."""
+
+    outcomes: list[BatchRow]
+    errors: dict[str, BaseException]
+
+    @property
+    def failed(self) -> int:
+        return sum(not o.ok for o in self.outcomes)
+
+    def counts(self) -> dict[str, int]:
+        """``scenes``, ``computed``, ``reused`` and ``failed``."""
+        ok = [o for o in self.outcomes if o.ok]
+        return {"scenes": len(self.outcomes), "computed": sum(not o.reused for o in ok),
+                "reused": sum(o.reused for o in ok), "failed": self.failed}
+
+
+def _row(scene: Scene, submit: Submit, workspace: Workspace,
+         errors: dict[str, BaseException]) -> BatchRow:
+    try:
+        result = submit(workspace)
+    except Exception as exc:  # noqa: BLE001 - a failed scene is a row, not the batch's end
+        errors[scene.scene_id] = exc
+        return BatchRow.failed(scene.scene_id, str(scene.path), reason=failure_reason(exc),
+                               kind=scene.kind)
+    return BatchRow.from_report(result.report, result.path, reused=result.reused)
+
+
+def run_batch(scenes: list[Scene], out_dir: Path, labels: dict, *,
+              submit: Submit, model: str, limit: int) -> BatchResult:
+    """Run every scene through ``submit`` (up to ``limit`` at once); write the batch files."""
+    errors: dict[str, BaseException] = {}
+
+    def one(scene: Scene) -> BatchRow:
+        workspace = Workspace(scene, out_dir, labels.get(scene.scene_id))
+        return _row(scene, submit, workspace, errors)
+
+    rows = in_flight(one, scenes, limit)
+    write_batch(out_dir, rows, model=model)
+    return BatchResult(rows, errors)
+
+
+def segment_scenes(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir,
+                   labels: dict | None = None, *, pool: WorkerPool) -> BatchResult:
+    """Segment several scenes with ``pool``'s actors, in plain Python (no orchestrator).
+
+    Each scene runs :func:`pipeline.run.run_scene` (resume, publish, discard on error);
+    ``batch.json`` / ``batch.csv`` are written in ``out_dir`` (a local directory,
+    created if missing, or an ``s3://`` prefix).
+    """
+    out = out_location(out_dir)  # absolute: actors on other nodes/cwds need it
+
+    def submit(workspace: Workspace) -> SceneResult:
+        return run_scene(workspace, bundle, options, pool)
+
+    return run_batch(scenes, out, labels or {}, submit=submit, model=bundle.name,
+                     limit=options.scenes_in_flight)
+
+
+def in_flight(work: Callable[[Scene], BatchRow], scenes: list[Scene],
+              limit: int) -> list[BatchRow]:
+    """Run ``work`` over the scenes with up to ``limit`` at once; results in input order.
+
+    While one scene is being ingested, stitched or exported by the driver, the
+    tiles of another keep the model actors busy (every scene submits its tile
+    batches to the same actors, whose queues interleave them).
+    """
+    if limit <= 1 or len(scenes) <= 1:
+        return [work(scene) for scene in scenes]
+    with ThreadPoolExecutor(max_workers=min(limit, len(scenes)),
+                            thread_name_prefix="segpipe-scene") as executor:
+        futures = [executor.submit(contextvars.copy_context().run, work, scene)
+                   for scene in scenes]
+        return [f.result() for f in futures]
