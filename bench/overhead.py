@@ -105,7 +105,9 @@ def main() -> None:
     ideal = single * (os.cpu_count() or 1)
     print(f"bare model forward, 1 thread: {single:6.2f} tiles/s; x {os.cpu_count()} cores "
           f"(ideal data-parallel, no overhead at all): {ideal:6.2f} tiles/s", flush=True)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from pipeline.inference.runtime import ensure_ray
+
+    ensure_ray(num_cpus=os.cpu_count())  # as `segpipe run` starts its local runtime
     runs = {w: pipeline_run(scene, bundle, options, w) for w in (2, 1)}
     for w, r in sorted(runs.items()):
         print(f"pipeline, {w} worker(s): inference {r['inference']:6.2f} tiles/s "

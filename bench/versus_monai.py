@@ -83,7 +83,9 @@ def ours_run(scene: Path, bundle, options):
     from pipeline.run import Workspace, run_scene
     from pipeline.store import SEMANTIC, open_store
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from pipeline.inference.runtime import ensure_ray
+
+    ensure_ray(num_cpus=os.cpu_count())  # as `segpipe run` starts its local runtime
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=os.cpu_count() or 1,
                                                    batch_size=options.batch_size))
     pool.describe()
@@ -125,6 +127,8 @@ def main() -> None:
     infer = report["timings_s"]["infer"]
     print(f"segpipe run_scene (I/O, instances, panoptic, exports included): {o_seconds:.2f} s "
           f"(inference stage {infer:.2f} s)", flush=True)
+    print("segpipe stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in report["timings_s"].items()),
+          flush=True)
     agree = float((m_labels == o_labels)[valid].mean())
     print(f"time ratio segpipe / MONAI: end to end {o_seconds / m_seconds:.3f}, "
           f"inference stage {infer / m_seconds:.3f}")
@@ -193,7 +197,9 @@ def volumes_case(sizes: list[int], model: str) -> None:
     bundle = load_bundle(model)
     workers = os.cpu_count() or 1
     options = RunOptions(resume=False)
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    from pipeline.inference.runtime import ensure_ray
+
+    ensure_ray(num_cpus=workers)  # as `segpipe run` starts its local runtime
     pool = WorkerPool(str(bundle.path), PoolConfig(workers=workers, batch_size=options.batch_size))
     pool.describe()
     for size in sizes:

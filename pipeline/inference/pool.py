@@ -155,6 +155,7 @@ class WorkerPool:
         self.members = ActorSet(spawn, config.demand, cap=config.cap)
         # SPREAD: one actor per node before any node gets a second (multi-node runs).
         self.members.spawn(config.workers)
+        warm_up()  # block-pass workers import their modules while the models load
         self.requeued = 0
         self._requested = False
 
@@ -191,7 +192,6 @@ class WorkerPool:
         config = PoolConfig(n, gpus_per_worker, cpus, batch_size, max_workers=workers)
         pool = cls(shared_path(bundle_path), config, wait_s=wait_s)
         pool._requested = not local
-        warm_up()  # block-pass workers import their modules while the models load
         try:  # every actor placed and its model loaded (local), or the first one (cluster)
             pool.describe(timeout=300.0 if local else wait_s, at_least=None if local else 1)
         except BaseException:

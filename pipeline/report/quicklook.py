@@ -7,6 +7,7 @@ Read chunk by chunk with a stride, so memory is bounded by the quicklook size
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,18 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     labels = _strided(semantic, step, blocks=blocks)
     names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png",
              "classes": "quicklook_classes.png"}
-    Image.fromarray(rgb).save(out_dir / names["image"], optimize=True)
-    Image.fromarray(overlay(rgb, labels, colors)).save(out_dir / names["semantic"], optimize=True)
-    classes = overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)
-    Image.fromarray(classes).save(out_dir / names["classes"], optimize=True)
+    images = {"image": rgb, "semantic": overlay(rgb, labels, colors),
+              "classes": overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)}
     if INSTANCE in group:
         ids = _strided(group[INSTANCE], step, blocks=blocks)
         inside = ids > 0
         shown = (0.35 * rgb).astype(np.uint8)  # darkened scene, instances in full colour
         shown[inside] = instance_colours(ids[inside])
         names["instances"] = "quicklook_instances.png"
-        Image.fromarray(shown).save(out_dir / names["instances"], optimize=True)
+        images["instances"] = shown
+    # PNG encoding is most of a quicklook's time: fast zlib level, the files encoded at
+    # once (Pillow releases the GIL while it compresses)
+    with ThreadPoolExecutor(len(images)) as pool:
+        list(pool.map(lambda key: Image.fromarray(images[key]).save(
+            out_dir / names[key], compress_level=1), images))
     return names
