@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,13 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
+from pipeline.formats import Scene
 from pipeline.options import RunOptions
 from pipeline.run import Workspace, run_scene
-from pipeline.formats import Scene
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
+from tests.processes import kill_tree
 
 ARRAYS = (SEMANTIC, INSTANCE, PANOPTIC)
 
@@ -46,23 +45,6 @@ def clean_run(resume_scene, tiny_instance_bundle, tiny_instance_pool, tmp_path_f
     return report, _arrays(ws.final)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in family:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    proc.wait(timeout=30)
-
-
 def test_sigkill_then_rerun_reuses_tiles_and_matches_a_clean_run(
         resume_scene, tiny_instance_bundle, tiny_instance_pool, clean_run, tmp_path):
     out = tmp_path / "out"
@@ -83,7 +65,7 @@ def test_sigkill_then_rerun_reuses_tiles_and_matches_a_clean_run(
             assert time.monotonic() < deadline, "no tile finished in time"
             time.sleep(0.1)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     done_before = len(list(partial.glob("*.done")))
     assert 6 <= done_before < clean_run[0]["tiles"]["total"]

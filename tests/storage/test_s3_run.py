@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import rasterio
 from typer.testing import CliRunner
@@ -25,6 +23,7 @@ from pipeline.options import RunOptions
 from pipeline.run import Workspace, run_scene
 from pipeline.storage import S3Uri, objects
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
+from tests.processes import kill_tree
 
 ARRAYS = (SEMANTIC, INSTANCE, PANOPTIC)
 OPTIONS = RunOptions(tile=128)
@@ -120,23 +119,6 @@ def test_s3_input_and_output_equal_a_local_run(s3_scene, bucket, tiny_instance_b
     assert again.reused and again.report.to_json() == result.report.to_json()
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in family:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    proc.wait(timeout=30)
-
-
 def _records(prefix: S3Uri) -> int:
     return sum(o.uri.name.endswith(".done") for o in objects.list_objects(prefix))
 
@@ -162,7 +144,7 @@ def test_a_run_killed_mid_way_resumes_on_s3(s3_scene, bucket, tiny_instance_bund
             assert time.monotonic() < deadline, "no tile finished in time"
             time.sleep(0.1)
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     done_before = _records(records)
     local_report, local_dir = local_result
