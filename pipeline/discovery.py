@@ -8,7 +8,15 @@ file names in different folders never collide.
 
 Inputs and label files may also be ``s3://bucket/key`` objects; an ``s3://`` prefix
 (``s3://bucket/dir/``) is scanned like a directory, its keys taking the place of
-relative paths. Object names starting with ``.`` are skipped, as hidden files are.
+relative paths.
+
+Hidden files and directories (a name, or any folder of a key below the scanned
+prefix, starting with ``.``) are skipped when scanning, so a NAS ``.snapshot/`` tree
+is not processed a second time; a hidden file named explicitly as an INPUT is still
+accepted. Scene ids are made safe in one place, :func:`safe_id`: they never leave
+``--out``, are never hidden and never collide with the files a batch writes there
+(``batch.json``, ``batch.csv``, ``catalog.json``): ``batch.json.tif`` gets the id
+``_batch.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 from pathlib import Path
 
 from pipeline.formats import FORMATS, Scene, identify
-from pipeline.formats.base import safe_id, scene_id_for
+from pipeline.formats.base import safe_id, scene_id_for, visible_files
 from pipeline.storage import StorageError, objects
 from pipeline.storage.location import Location, S3Uri, parse_location
 from segcore.errors import ConfigError
@@ -35,8 +43,10 @@ def _suffixes() -> str:
 
 
 def _remote_files(prefix: S3Uri) -> list[S3Uri]:
-    """Visible objects below ``prefix``, in key order."""
-    return [o.uri for o in objects.list_objects(prefix) if not o.uri.name.startswith(".")]
+    """Visible objects below ``prefix`` (no part of the key below it hidden), in key order."""
+    return [o.uri for o in objects.list_objects(prefix)
+            if not any(part.startswith(".")
+                       for part in o.uri.key[len(prefix.prefix):].split("/"))]
 
 
 def scan(directory: Location) -> list[Scene]:
@@ -111,7 +121,7 @@ def _label_files(directory: Location) -> dict[str, Location]:
     """Label files under ``directory`` by scene id (``<id>``, ``<id>_labels``, ...)."""
     by_id: dict[str, Location] = {}
     files = _remote_files(directory) if isinstance(directory, S3Uri) else \
-        [p for p in sorted(directory.rglob("*")) if p.is_file()]
+        list(visible_files(directory))
     for p in files:
         fmt = identify(p)
         if fmt is not None:

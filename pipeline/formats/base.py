@@ -18,6 +18,8 @@ Shared vocabulary:
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -33,6 +35,10 @@ from pipeline.options import RunOptions
 from pipeline.streaming.summary import ClassTotals
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+RESERVED_NAMES = frozenset({"batch.json", "batch.csv", "catalog.json"})
+"""Files a run writes directly in ``--out`` beside the scene directories (lower case)."""
+MAX_ID_LENGTH = 200
+"""Longest scene id: ``.<id>.partial`` and ``.<id>.lock`` must fit a 255-byte file name."""
 
 
 @dataclass(frozen=True)
@@ -45,19 +51,29 @@ class Scene:
 
 
 def safe_id(text: str) -> str:
-    """Make a scene id safe for a directory name (no separators, no ``..``).
+    """Make a scene id safe as a directory name directly under ``--out``.
+
+    The one place scene ids are sanitised: path separators become ``__`` and other
+    characters outside ``A-Za-z0-9._+=-`` become ``_``; an id that would be hidden
+    (leading ``.``, including ``..``), that names a file the batch writes there
+    (:data:`RESERVED_NAMES`, any case) or that is empty gets a leading ``_``; ids longer
+    than :data:`MAX_ID_LENGTH` are cut and end with a digest of the whole id, so they
+    stay distinct. ``safe_id(safe_id(x)) == safe_id(x)``.
 
     Examples
     --------
     >>> safe_id("sub-01/anat/T1w")
     'sub-01__anat__T1w'
-    >>> safe_id("../x y")
-    '_..__x_y'
+    >>> safe_id("../x y"), safe_id(".snapshot"), safe_id("batch.json")
+    ('_..__x_y', '_.snapshot', '_batch.json')
     """
     parts = [_UNSAFE.sub("_", p) for p in text.replace("\\", "/").split("/") if p]
     joined = "__".join(parts) or "scene"
-    if joined in {".", ".."} or joined.startswith(".."):
+    if joined.startswith(".") or joined.lower() in RESERVED_NAMES:
         joined = "_" + joined
+    if len(joined) > MAX_ID_LENGTH:
+        digest = hashlib.sha256(joined.encode()).hexdigest()[:12]
+        joined = f"{joined[:MAX_ID_LENGTH - 13]}-{digest}"
     return joined
 
 
@@ -210,11 +226,18 @@ class SuffixFormat:
         return Scene(path, scene_id_for(path, root, self.suffixes), self.name)
 
     def discover(self, root: Path) -> list[Scene]:
-        return [self.scene(p, root) for p in _files(root) if self.identify(p)]
+        return [self.scene(p, root) for p in visible_files(root) if self.identify(p)]
 
 
-def _files(root: Path) -> Iterator[Path]:
-    """Visible files under ``root``, in sorted order."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            yield path
+def visible_files(root: Path) -> Iterator[Path]:
+    """Visible files under ``root``, in sorted order.
+
+    Hidden files and directories (name starting with ``.``, e.g. a NAS ``.snapshot/``
+    tree) are skipped and never descended into; symbolic links to directories are
+    not followed (as ``Path.rglob``).
+    """
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(Path(folder, n) for n in names if not n.startswith("."))
+    yield from (p for p in sorted(found) if p.is_file())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.formats import Scene
+from pipeline.formats.base import safe_id
 from pipeline.storage import StorageError, objects
 from pipeline.storage.access import remove_tree
 from pipeline.storage.location import Location, S3Uri, parse_location
@@ -50,6 +51,11 @@ class Workspace:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", parse_location(self.out_dir))
+        sid = self.scene.scene_id
+        if safe_id(sid) != sid:  # ids are made by safe_id; anything else could leave --out
+            raise ConfigError(f"scene id: expected a safe directory name such as "
+                              f"{safe_id(sid)!r} (no separators, no leading '.', not a "
+                              f"batch file name), got {sid!r}")
 
     @property
     def final(self) -> Location:

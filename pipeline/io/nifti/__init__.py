@@ -30,6 +30,18 @@ bytes, only when they differ (truncated, multi-member or padded files), so an
 intact file costs two small reads. A file truncated after it was opened still
 gives ``InputError(path, "truncated: ...")`` from the reader.
 
+Integrity
+---------
+gzip protects each member with a CRC-32 of its data and its length (ISIZE), but
+checks them only when the end of the member is read. :meth:`VolumeReader.blocks`
+therefore reads a ``.nii.gz`` to its very end after the last block (nothing more
+to decompress unless channels were left out), so a file whose deflate stream
+decodes but whose data or trailer is damaged fails with one
+``InputError(path, "corrupt: the gzip trailer does not match ...")`` instead of
+being segmented. gzip computes the CRC while decompressing anyway: the check
+costs nothing measurable (256³ int16, 23 MB file: 0.32 s to stream with or
+without it). :meth:`VolumeReader.read` of a region stops early and cannot check.
+
 Scaling
 -------
 ``scl_slope``/``scl_inter`` are applied as nibabel does (no scaling when the

@@ -64,6 +64,9 @@ class VolumeReader:
                ) -> Iterator[tuple[int, Slices3, np.ndarray]]:
         """Stream the selected channels once, in file order.
 
+        For ``.nii.gz`` the stream is read to its end after the last block, so gzip
+        checks its CRC-32 and length: a damaged file raises InputError there.
+
         Parameters
         ----------
         max_voxels : int
@@ -101,6 +104,7 @@ class VolumeReader:
                     buf = cursor.read((k1 - k0) * self.plane_bytes)
                     raw = buf.view(self._raw).reshape((ni, nj, k1 - k0), order="F")
                     yield pos, self._slab_slices(k0, k1), self.info.to_canonical(self._scaled(raw))
+            cursor.verify_to_end()
 
     def read(self, canonical: Sequence[slice], channel: int = 0) -> np.ndarray:
         """Canonical region ``(z, y, x)`` of one channel (slow for ``.nii.gz``).
@@ -213,6 +217,16 @@ class _GzipCursor:
                 got += len(part)
                 self.pos += len(part)
         return buf
+
+    def verify_to_end(self) -> None:
+        """Read the rest of the stream, so gzip checks every member's CRC-32 and length.
+
+        gzip verifies a member's trailer only when its end is read; a stream that
+        decodes but whose data or trailer is damaged raises InputError here.
+        """
+        with _GzipErrors(self.path, lambda: self.pos, self.pos):
+            while part := self._gz.read(_CHUNK):
+                self.pos += len(part)
 
     def __enter__(self) -> _GzipCursor:
         return self

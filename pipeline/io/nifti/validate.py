@@ -300,9 +300,16 @@ class _GzipErrors:
             raise InputError(self.path, f"truncated: the gzip stream ends after "
                              f"{_fmt_bytes(self.done())} of {_fmt_bytes(self.expected)} "
                              "(incomplete download or copy?)") from exc
+        if isinstance(exc, gzip.BadGzipFile) and str(exc).startswith(_TRAILER_ERRORS):
+            raise InputError(self.path, f"corrupt: the gzip trailer does not match the "
+                             f"{_fmt_bytes(self.done())} of decompressed data ({exc}); the "
+                             "file was damaged (re-copy or re-download it)") from exc
         if isinstance(exc, (OSError, zlib.error)):
             raise InputError(self.path, f"corrupt gzip stream after {_fmt_bytes(self.done())}: "
                              f"{exc}") from exc
+
+
+_TRAILER_ERRORS = ("CRC check failed", "Incorrect length of data produced")
 
 
 # --------------------------------------------------------------------------- labels
