@@ -1,7 +1,7 @@
 """Fixed cost of one ``segpipe run``: wall time of the command minus the scene's own time.
 
     .venv/bin/python bench/startup.py [--runs 2] [--size 485x373] [--workers N]
-                                      [--compare-with DIR]
+                                      [--executors auto ray] [--compare-with DIR]
 
 Writes a small synthetic GeoTIFF, then runs ``segpipe run`` on it ``--runs`` times,
 each in a fresh process with a fresh output directory (nothing reused), a private
@@ -9,12 +9,18 @@ each in a fresh process with a fresh output directory (nothing reused), a privat
 the report's ``timings_s.total`` (the scene), their difference (the fixed cost;
 the goal is at most 5 s), and the CPU seconds of the process tree (load-independent).
 
+``--executors`` runs the command once per executor per run (``auto`` runs a small scene
+in the command's own process, ``ray`` starts a local Ray runtime and its actors), so
+the two are compared on the same load.
+
 Each run also records a timeline from inside the process (the functions below are
 wrapped, nothing else changes) and prints where the fixed cost goes:
 
 - ``start``: interpreter start and ``import flows.cli``;
 - ``checks``: importing the pipeline and checking inputs, labels, model and ``--out``
   (main thread);
+- ``pool``: starting the model workers after the checks: loading the model in this
+  process (``local``), or handing over to the Ray thread and waiting for it (``ray``);
 - ``ray``: starting the local Ray runtime (background thread; starts with the checks);
 - ``actors``: starting the model actors and loading the model in each (background);
 - ``wait``: the main thread waiting for Ray and the actors after its checks;
@@ -95,6 +101,22 @@ def _child() -> None:
         ray_start.RayStart.start_pool = checks_done
         ray_start.RayStart.close = stamp("close", ray_start.RayStart.close)
         ray_start._start_pool = actors
+    if hasattr(flows.cli, "_start_pool"):  # the executor choice: local pool or Ray
+        start_any = flows.cli._start_pool
+
+        def any_pool(*args, **kwargs):
+            events.setdefault("checks_done", [time.time()])
+            events["pool"] = [time.time()]
+            pool = start_any(*args, **kwargs)
+            events["pool"].append(time.time())
+            from flows import batch
+
+            if "scenes" not in getattr(batch.segment_scenes, "__name__", ""):
+                pool.shutdown = stamp("pool_shutdown", pool.shutdown)
+                batch.segment_scenes = stamp("scenes", batch.segment_scenes)
+            return pool
+
+        flows.cli._start_pool = any_pool
     sys.argv = ["segpipe", *sys.argv[2:]]
     try:
         flows.cli.main()
@@ -112,7 +134,7 @@ def write_scene(path: Path, height: int, width: int) -> Path:
 
 
 def one_run(scene: Path, work: Path, tag: str, source: Path | None,
-            workers: int | None = None) -> dict:
+            workers: int | None = None, executor: str | None = None) -> dict:
     """One ``segpipe run`` in a fresh process; wall, scene total, CPU and timeline."""
     out, timeline = work / f"out-{tag}", work / f"timeline-{tag}.json"
     env = {**os.environ, "PREFECT_HOME": str(work / f"prefect-{tag}"),
@@ -124,6 +146,7 @@ def one_run(scene: Path, work: Path, tag: str, source: Path | None,
         env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     args = ["run", str(scene), "--model", "demo-satellite", "--out", str(out), "--no-resume"]
     args += ["--workers", str(workers)] if workers else []
+    args += ["--executor", executor] if executor else []
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
@@ -148,7 +171,7 @@ def phases(ev: dict, launch: float, end: float) -> dict[str, float]:
     checks_end = ev["checks_done"][0] if "checks_done" in ev else float("nan")
     out = {"start": ev["imported"][1] - launch,
            "checks": checks_end - ev["prepare"][0],
-           "ray": span("ray"), "actors": span("actors"),
+           "pool": span("pool"), "ray": span("ray"), "actors": span("actors"),
            "wait": ev["prepare"][1] - checks_end,
            "scenes": span("scenes"),
            "stop": end - (ev["pool_shutdown"][0] if "pool_shutdown" in ev else ev["exit"][0]),
@@ -168,6 +191,8 @@ def main() -> None:
     parser.add_argument("--size", default="485x373", help="HEIGHTxWIDTH of the scene")
     parser.add_argument("--workers", type=int, default=None,
                         help="--workers of the command (default: its own default)")
+    parser.add_argument("--executors", nargs="+", default=["auto", "ray"],
+                        help="--executor values to run, each once per run")
     parser.add_argument("--compare-with", type=Path, default=None,
                         help="an older source tree to run first on PYTHONPATH")
     args = parser.parse_args()
@@ -180,9 +205,10 @@ def main() -> None:
               f"{os.cpu_count()} CPUs")
         print(f"{'run':<10}{'wall s':>8}{'scene s':>9}{'fixed s':>9}{'cpu s':>8}  phases (s)")
         for i in range(args.runs):
-            plans = [("old", args.compare_with)] if args.compare_with else []
-            for name, source in [*plans, ("new", None)]:
-                r = one_run(scene, work, f"{name}{i}", source, args.workers)
+            plans = [("old", args.compare_with, None)] if args.compare_with else []
+            plans += [(executor, None, executor) for executor in args.executors]
+            for name, source, executor in plans:
+                r = one_run(scene, work, f"{name}{i}", source, args.workers, executor)
                 detail = "  ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
                 prefect = "  (Prefect home created)" if r["prefect_home"] else ""
                 print(f"{name + str(i + 1):<10}{r['wall']:>8.2f}{r['scene']:>9.2f}"

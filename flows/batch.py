@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.bundle import ModelBundle
 from pipeline.formats import Scene
-from pipeline.inference.pool import WorkerPool
+from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.batch import BatchRow, write_batch
 from pipeline.run import SceneResult, Workspace, run_scene
@@ -31,8 +31,10 @@ Submit = Callable[[Workspace], SceneResult]
 """Runs one scene's workspace: its result, or the scene's error raised."""
 
 
-def start_pool(bundle: ModelBundle, options: RunOptions) -> WorkerPool:
+def start_pool(bundle: ModelBundle, options: RunOptions) -> TilePool:
     """Join/start Ray and start the model actors ``options`` ask for."""
+    from pipeline.inference.pool import WorkerPool  # imports Ray: only runs that use it
+
     return WorkerPool.start(
         str(bundle.path), workers=options.workers, gpus_per_worker=options.gpus_per_worker,
         batch_size=options.batch_size, ray_address=options.ray_address,
@@ -104,7 +106,7 @@ def run_batch(scenes: list[Scene], out_dir: Path, labels: dict, *,
 
 
 def segment_scenes(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir,
-                   labels: dict | None = None, *, pool: WorkerPool) -> BatchResult:
+                   labels: dict | None = None, *, pool: TilePool) -> BatchResult:
     """Segment several scenes with ``pool``'s actors, in plain Python (no orchestrator).
 
     Each scene runs :func:`pipeline.run.run_scene` (resume, publish, discard on error);

@@ -86,9 +86,23 @@ def _prepare(ray_start, inputs: list[str], model: str, out_dir: Path | str,
                 Path(tempfile.mkdtemp(prefix="segpipe-prompts-"))
             bundle = bundle_with_prompts(bundle, options.prompts, home)
         bundle.build()  # an unreadable model is caught before any work starts
-        ray_start.start_pool(bundle, options)
-        pool = ray_start.pool()  # e.g. workers the cluster cannot place: nothing ran
+        pool = _start_pool(ray_start, scenes, bundle, options)
     return pool, (scenes, label_map, bundle, out_dir)
+
+
+def _start_pool(ray_start, scenes, bundle, options):
+    """The model in this process for small runs, else Ray's actors (started in the
+    background already, or now); exit 2 when Ray or the actors cannot start."""
+    from pipeline.executor import choose_executor
+    from pipeline.options import Executor
+
+    if choose_executor(options, scenes) is Executor.LOCAL:
+        from pipeline.inference.local_pool import LocalPool
+
+        return LocalPool(str(bundle.path), batch_size=options.batch_size,
+                         gpus_per_worker=options.gpus_per_worker)
+    ray_start.start_pool(bundle, options)
+    return ray_start.pool()  # e.g. workers the cluster cannot place: nothing ran
 
 
 def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Optional[str],
@@ -101,7 +115,10 @@ def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Opt
 
     with unusable_on_error(debug):
         options = load_run_options(config, overrides)
-    ray_start = begin(inputs, out_dir, options.ray_address, quiet=not debug)
+    from pipeline.executor import likely_local
+
+    ray_start = begin(inputs, out_dir, options.ray_address, quiet=not debug,
+                      local=likely_local(inputs, options))
     try:
         pool, (scenes, label_map, bundle, out_dir) = _prepare(
             ray_start, inputs, model, out_dir, labels, options, debug)
@@ -158,6 +175,9 @@ def run(
     workers: Annotated[Optional[int], typer.Option(help="Model actors (default: one per GPU/CPU).")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per actor (0 on CPU).")] = None,
     ray_address: Annotated[Optional[str], typer.Option(envvar="RAY_ADDRESS", help="Join this Ray cluster.")] = None,
+    executor: Annotated[Optional[str], typer.Option(
+        help="Where the work runs: auto (in this process for small inputs, else Ray), "
+             "local or ray.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run options.")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Recompute every tile.")] = False,
     spacing: Annotated[Optional[str], typer.Option(
@@ -182,7 +202,7 @@ def run(
     overrides = {"tile": tile, "overlap": overlap, "batch_size": batch_size, "workers": workers,
                  "halo_mode": halo_mode, "memory_budget": memory_budget,
                  "gpus_per_worker": gpus_per_worker, "bands": band_list,
-                 "ray_address": ray_address, "resume": False if no_resume else None,
+                 "ray_address": ray_address, "executor": executor, "resume": False if no_resume else None,
                  "spacing": policy, "scenes_in_flight": scenes_in_flight,
                  "prompts": prompt_list}
     code, _ = run_batch(inputs, model, out, labels=labels, overrides=overrides, config=config,

@@ -111,6 +111,9 @@ class RayStart:
             ray.shutdown()
 
 
-def begin(inputs: list[str], out: Any, address: str | None, *, quiet: bool = True) -> RayStart:
-    """A :class:`RayStart` for ``address``, early unless :func:`worth_starting` says no."""
-    return RayStart(address, early=worth_starting(inputs, out), quiet=quiet)
+def begin(inputs: list[str], out: Any, address: str | None, *, quiet: bool = True,
+          local: bool = False) -> RayStart:
+    """A :class:`RayStart` for ``address``, early unless :func:`worth_starting` says no or
+    the run will ``local``-ly not need Ray (:func:`pipeline.executor.likely_local`);
+    :meth:`RayStart.start_pool` still starts it when it does."""
+    return RayStart(address, early=worth_starting(inputs, out) and not local, quiet=quiet)

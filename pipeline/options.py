@@ -29,6 +29,17 @@ class HaloMode(str, Enum):
     against whole-scene inference (labels agree on >= 99.99 % of a check scene)."""
 
 
+class Executor(str, Enum):
+    """Where the model and the block passes run."""
+
+    AUTO = "auto"
+    """In this process for small inputs, else Ray (``pipeline.executor``)."""
+    LOCAL = "local"
+    """In this process: one model on every core, block passes on threads; no Ray."""
+    RAY = "ray"
+    """Model actors and block tasks on a Ray runtime (local, or ``ray_address``)."""
+
+
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6,
           "mib": 2**20, "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12,
           "tib": 2**40}
@@ -70,6 +81,8 @@ class RunOptions(BaseModel):
     gpus_per_worker: float = Field(default=0.0, ge=0.0)
     bands: list[int] | None = None
     ray_address: str | None = None
+    executor: Executor = Field(default=Executor.AUTO, description="where the work runs: auto "
+                               "(in this process for small inputs, else Ray), local or ray")
     resume: bool = True
     image_chunk: int = Field(default=512, ge=16, description="chunk size of scene.zarr/image")
     volume_chunk: int = Field(default=64, ge=8, description="chunk side of 3-D image arrays")
@@ -85,6 +98,11 @@ class RunOptions(BaseModel):
     @classmethod
     def _budget_bytes(cls, v: object) -> object:
         return parse_bytes(v) if isinstance(v, str) else v
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_hint(cls, v: object) -> object:
+        return v if isinstance(v, Executor) else parse_choice(Executor, v, name="executor")
 
     @field_validator("halo_mode", mode="before")
     @classmethod

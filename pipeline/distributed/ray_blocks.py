@@ -14,12 +14,13 @@ reservation's job instead.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import ray
+
+from pipeline.blockmap import contiguous_groups
 
 R = TypeVar("R")
 _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
@@ -31,18 +32,6 @@ def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[
 
 
 _remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)
-
-
-def _groups(items: Sequence[Any], parts: int) -> list[list[Any]]:
-    """``items`` cut into at most ``parts`` contiguous groups of near-equal size.
-
-    Examples
-    --------
-    >>> _groups(list(range(7)), 3)
-    [[0, 1, 2], [3, 4, 5], [6]]
-    """
-    size = max(1, math.ceil(len(items) / max(1, parts)))
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 _SEEN: dict[str, set[str]] = {}
@@ -108,7 +97,7 @@ class RayBlocks:
         if not items:
             return []
         cpus = self._cpus()
-        groups = _groups(items, cpus * _TASKS_PER_CPU)
+        groups = contiguous_groups(items, cpus * _TASKS_PER_CPU)
         refs = [ray.put(s) for s in shared]
         task = _remote_group.options(name=f"segpipe:{label or fn.__name__}",
                                      scheduling_strategy="SPREAD")

@@ -5,7 +5,8 @@
   (False where the input is nodata) beside it, so every later stage masks the same pixels.
 * **Labels** (one band of class ids, an optional second band of instance ids) must share
   the scene's grid; they are read window by window, never copied.
-* **Sizes** are ground areas in m² (see :mod:`pipeline.streaming.summary`).
+* **Sizes** are ground areas in m² on the CRS's ellipsoid, in every CRS
+  (:mod:`pipeline.formats.ground_areas`).
 * **Exports** are COGs with the input's CRS, transform and size (:mod:`pipeline.io.cog`).
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,20 @@ import zarr
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.formats.base import SuffixFormat, Truth
+from pipeline.formats.ground_areas import GroundAreas
 from pipeline.io.cog import write_cog
 from pipeline.io.geotiff import GeoTiffReader, RasterInfo, open_raster
 from pipeline.options import RunOptions
-from pipeline.report.quicklook import write_quicklooks
+from pipeline.report.quicklook import (
+    assemble,
+    decimation,
+    strided_window,
+    write_quicklooks,
+)
 from pipeline.store import IMAGE, VALID, create_store, iter_blocks
 from pipeline.streaming.metrics import unlabelled_value
 from pipeline.streaming.summary import ClassTotals, SizeUnit, summarise
 from segcore.errors import InputError
-from segcore.geodesy import ellipsoid_from_wkt, pixel_areas
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class GeoTiffScene:
     info: RasterInfo
     bands: tuple[int, ...]
     seconds: float
+    # the image (C, h, w) and valid mask (h, w) at the quicklook's stride, kept by ingest
+    # (None after a resumed ingest: the quicklook reads the store then)
+    preview: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                          compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,20 +83,28 @@ def check_bands(info: RasterInfo, bands: list[int], needed: int) -> None:
 
 
 def copy_bands(info: RasterInfo, store_path: Path, *, bands: list[int], image_chunk: int,
-               attrs: dict, blocks: BlockMap = serial) -> None:
+               attrs: dict, blocks: BlockMap = serial, preview_step: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
     """Copy ``bands`` of the raster into a new store at ``store_path``, one block pass.
 
     Blocks are ``2 * image_chunk`` pixels a side (whole chunks: no two writers share one).
+    With ``preview_step``, returns the image ``(C, h, w)`` and valid mask ``(h, w)`` at
+    that stride (``[..., ::step, ::step]``), gathered from the blocks as they are copied.
     """
     group = create_store(store_path, bands=len(bands), shape=info.shape, dtype=info.dtype,
                          image_chunk=image_chunk, attrs=attrs)
     keys = list(iter_blocks(info.shape, (image_chunk * 2, image_chunk * 2)))
-    blocks.map(_copy_block, keys, str(info.path), list(bands), group[IMAGE], group[VALID],
-               label="ingest")
+    parts = blocks.map(_copy_block, keys, str(info.path), list(bands), group[IMAGE],
+                       group[VALID], preview_step, label="ingest")
+    if preview_step is None:
+        return None
+    h, w = (-(-n // preview_step) for n in info.shape)
+    return (assemble([p[0] for p in parts], (len(bands), h, w), np.dtype(info.dtype)),
+            assemble([p[1] for p in parts], (h, w), np.dtype(bool)))
 
 
 def _copy_block(key: tuple[slice, slice], path: str, bands: list[int], image: zarr.Array,
-                valid: zarr.Array) -> None:
+                valid: zarr.Array, preview_step: int | None = None) -> tuple | None:
     rows, cols = key
     try:
         with GeoTiffReader(Path(path), bands=bands) as reader:
@@ -97,10 +115,23 @@ def _copy_block(key: tuple[slice, slice], path: str, bands: list[int], image: za
         raise InputError(
             path,
             f"cannot read pixels at rows {rows.start}-{rows.stop}, "
-            f"cols {cols.start}-{cols.stop}: {exc}",
+            f"cols {cols.start}-{cols.stop}: {_first_cause(exc)}",
         ) from exc
     image[:, rows, cols] = pixels
     valid[rows, cols] = mask
+    if preview_step is None:
+        return None
+    start = (rows.start, cols.start)  # the block's share of the quicklook (small)
+    return (strided_window(pixels, start, preview_step), strided_window(mask, start, preview_step))
+
+
+def _first_cause(exc: BaseException) -> str:
+    """The innermost message of an exception chain on one line (GDAL's decoder error,
+    e.g. ``ZIPDecode:Decoding error``, sits below rasterio's "Read failed")."""
+    seen = [exc]
+    while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None and nxt not in seen:
+        seen.append(nxt)
+    return " ".join(str(seen[-1]).split())
 
 
 def open_label_raster(path: Path, scene: RasterInfo) -> RasterInfo:
@@ -154,11 +185,14 @@ class GeoTiffFormat(SuffixFormat):
         start = time.perf_counter()
         bands = options.bands or bundle.default_bands(info.count)
         check_bands(info, bands, bundle.spec.input.channels)
+        preview = None
         if copy:
-            copy_bands(info, store, bands=bands, image_chunk=options.image_chunk,
-                       attrs={**attrs, **info.to_attrs(), "bands": list(bands)}, blocks=blocks)
+            preview = copy_bands(info, store, bands=bands, image_chunk=options.image_chunk,
+                                 attrs={**attrs, **info.to_attrs(), "bands": list(bands)},
+                                 blocks=blocks,
+                                 preview_step=decimation(info.shape, options.quicklook_size))
         seconds = time.perf_counter() - start if copy else 0.0
-        return GeoTiffScene(info=info, bands=tuple(bands), seconds=seconds)
+        return GeoTiffScene(info=info, bands=tuple(bands), seconds=seconds, preview=preview)
 
     def grid_fields(self, ingested: GeoTiffScene, options: RunOptions) -> dict[str, Any]:
         info = ingested.info
@@ -187,7 +221,7 @@ class GeoTiffFormat(SuffixFormat):
     def summarise(self, semantic: zarr.Array, ingested: GeoTiffScene, num_classes: int,
                   blocks: BlockMap = serial) -> ClassTotals:
         return summarise(semantic, num_classes, unit=SizeUnit.AREA_M2,
-                         sizes=_PixelAreas(ingested.info), blocks=blocks)
+                         sizes=ground_areas(ingested.info), blocks=blocks)
 
     def export(self, group: zarr.Group, names: list[str], ingested: GeoTiffScene,
                out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:
@@ -200,21 +234,13 @@ class GeoTiffFormat(SuffixFormat):
                    colors: list[tuple[int, int, int]], out_dir: Path,
                    options: RunOptions, blocks: BlockMap = serial) -> dict[str, str]:
         return write_quicklooks(group, semantic, colors, out_dir, options.quicklook_size,
-                                blocks=blocks)
+                                blocks=blocks, preview=ingested.preview)
 
 
-@dataclass(frozen=True)
-class _PixelAreas:
-    """Ground area in m² of every pixel of a block (see :mod:`segcore.geodesy`)."""
-
-    info: RasterInfo
-
-    def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
-        info, (rows, cols) = self.info, key
-        a, rf = ellipsoid_from_wkt(info.crs_wkt)
-        return pixel_areas(info.transform, (rows.start, rows.stop), (cols.start, cols.stop),
-                           geographic=info.is_geographic, linear_unit_m=info.linear_unit_m,
-                           a=a, rf=rf)
+def ground_areas(info: RasterInfo) -> GroundAreas:
+    """Per-block pixel areas in m² on the CRS's ellipsoid (:mod:`pipeline.formats.ground_areas`)."""
+    return GroundAreas(info.crs_wkt, tuple(info.transform)[:6], info.is_geographic,
+                       info.linear_unit_m)
 
 
 def _export_cog(name: str, group: zarr.Group, info: RasterInfo, out_dir: Path,

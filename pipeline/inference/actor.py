@@ -1,194 +1,35 @@
-"""The Ray actor shell: load the model once, then read tiles + halo from the
-Zarr store, predict, and write only the tile cores back.
+"""The Ray actor shell around :class:`~pipeline.inference.tile_worker.TileWorker`.
 
-Each core is exactly one chunk of every output array, so no two actors ever
-write the same chunk; pixels never travel through the driver or Ray's object
-store. For instance models the actor also returns what cross-tile stitching
-needs: its id range, the ids cut at its halo limit, and its own labels over
-each neighbour's core (at most halo x tile side pixels per neighbour).
-
-Keeping the model fed: a batch is split into two or more model calls; two I/O
-threads read the next tiles while the model runs and write finished ones
-behind it, so reads and writes overlap compute. A tile whose core holds no
-valid pixel is not run through the model at all (its core stays nodata).
-After a tile's chunks are written its completion record is written
-(:mod:`pipeline.inference.records`), which is what a resumed run trusts.
+The actor is the worker as it runs on a cluster: one per GPU (or CPU share), its
+device chosen by the GPUs Ray assigned it, and named ``pid:actor@node`` so the pool
+knows which node ran each batch (:func:`pipeline.inference.placement.worker_node`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import math
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import ray
 import torch
 
-from pipeline.bundle import load_bundle
-from pipeline.inference import records as rec
-from pipeline.inference.predictor import TilePrediction, TilePredictor
-from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
-from pipeline.streaming.tile_outcome import TileOutcome, pack_patch
-from segcore.geometry.grid import Tile, TileGrid
-from segcore.labels.stitch import (
-    core_instances,
-    halo_cut_ids,
-    neighbour_overlaps,
-    offset_ids,
-)
+from pipeline.inference.tile_worker import TileWorker, id_offset
+
+__all__ = ["RayTileWorker", "RemoteTileWorker", "id_offset"]
 
 
-def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
-    """First global instance id of a tile, minus one: ``flat index x pixels per core``.
+class RayTileWorker(TileWorker):
+    """A :class:`TileWorker` inside a Ray actor."""
 
-    A core cannot hold more instances than pixels, so ranges never overlap.
-    """
-    flat = grid.flat_index(index)
-    return flat * int(np.prod(grid.tile))
+    def _device(self) -> str:
+        return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
-
-class TileWorker:
-    """Holds one model; processes batches of tiles of one store at a time."""
-
-    def __init__(self, bundle_path: str, *, threads: int | None = None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        self.predictor = TilePredictor(load_bundle(bundle_path), device=device)
+    def _identity(self) -> tuple[str, str]:
         context = ray.get_runtime_context()
-        self.node_id = context.get_node_id()
-        # pid:actor@node (placement.worker_node reads the node back)
-        self.worker_id = f"{os.getpid()}:{context.get_actor_id()}@{self.node_id}"
-        self._stores: dict[str, object] = {}
-        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tile-io")
+        node = context.get_node_id()
+        return node, f"{os.getpid()}:{context.get_actor_id()}@{node}"
 
     def describe(self) -> dict:
-        return {
-            "worker": self.worker_id,
-            "node": self.node_id,
-            "device": str(self.predictor.device),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-        }
-
-    def run(self, store_path: str, nodata: int, grid: TileGrid,
-            indices: list[tuple[int, ...]], *, records: str | None = None,
-            scene_id: str = "", faults: dict[str, str] | None = None) -> list[TileOutcome]:
-        """Predict and write the tiles ``indices``; one outcome per tile, in order.
-
-        ``records``: directory for completion records (None: no records).
-        ``faults``: ``SEGPIPE_FAULT_*`` values from the driver (tests only).
-        """
-        group = self._stores.get(store_path)
-        if group is None:
-            group = self._stores[store_path] = open_store(store_path, mode="r+")
-        start = time.perf_counter()
-        tiles = [grid.tile_at(i) for i in indices]
-        faults = faults or {}
-        step = max(1, math.ceil(len(tiles) / 2))  # two model calls: one computes, one loads
-        reads = [self._io.submit(self._read, group, t) for t in tiles]
-        writes = []
-        for first in range(0, len(tiles), step):
-            part = list(range(first, min(first + step, len(tiles))))
-            attempts = {i: self._begin(grid, tiles[i], records, scene_id, faults) for i in part}
-            inputs = {i: reads[i].result() for i in part}
-            predictions = self._predict(tiles, inputs, nodata)
-            for i in part:
-                writes.append(self._io.submit(self._finish, group, grid, tiles[i], predictions[i],
-                                              records, attempts[i]))
-        results = [w.result() for w in writes]
-        per_tile = (time.perf_counter() - start) / max(len(tiles), 1)
-        _release_free_memory()
-        return [TileOutcome(**{**r, "seconds": per_tile}) for r in results]
-
-    def _begin(self, grid: TileGrid, tile: Tile, records: str | None, scene_id: str,
-               faults: dict[str, str]) -> bool:
-        """Mark the attempt; apply injected faults. True when this tile is being retried."""
-        flat = grid.flat_index(tile.index)
-        retried = rec.mark_started(records, flat) if records else False
-        delay = float(faults.get("delay_s", 0) or 0)
-        if delay:
-            time.sleep(delay)
-        if rec.fault_matches(faults.get("crash"), scene_id, flat) and records:
-            rec.crash_once(records, flat)
-        if rec.fault_matches(faults.get("fail"), scene_id, flat):
-            raise rec.InjectedFault(f"tile {tile.index} failed: injected fault ({rec.FAULT_FAIL})")
-        return retried
-
-    @staticmethod
-    def _read(group, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-        image = group[IMAGE][(slice(None), *tile.halo.slices)]
-        valid = np.asarray(group[VALID][tile.halo.slices], dtype=bool)
-        return image, valid
-
-    def _predict(self, tiles: list[Tile], inputs: dict[int, tuple[np.ndarray, np.ndarray]],
-                 nodata: int) -> dict[int, TilePrediction | None]:
-        """Run the model on tiles with valid core pixels; ``None`` for the others."""
-        live = [i for i, (_, valid) in inputs.items() if valid[tiles[i].core_in_halo.slices].any()]
-        out: dict[int, TilePrediction | None] = dict.fromkeys(inputs)
-        if live:
-            preds = self.predictor.predict([inputs[i][0] for i in live],
-                                           [inputs[i][1] for i in live], nodata=nodata)
-            out.update(zip(live, preds))
-        return out
-
-    def _finish(self, group, grid: TileGrid, tile: Tile, pred: TilePrediction | None,
-                records: str | None, retried: bool) -> dict:
-        """Write the core chunks, then the completion record; returns the outcome fields."""
-        outcome: dict = {"index": tile.index, "seconds": 0.0, "worker": self.worker_id,
-                         "retried": retried, "skipped": pred is None}
-        if pred is not None:
-            group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
-            if pred.instance is not None:
-                outcome.update(self._write_instances(group, grid, tile, pred.instance))
-        elif self.predictor.has_instances:
-            outcome["id_offset"] = id_offset(grid, tile.index)
-        if records:
-            flat = grid.flat_index(tile.index)
-            rec.write_record(records, flat, TileOutcome(**outcome))
-        return outcome
-
-    @staticmethod
-    def _write_instances(group, grid: TileGrid, tile: Tile, local: np.ndarray) -> dict:
-        ids, count = core_instances(local, tile.core_in_halo)
-        offset = id_offset(grid, tile.index)
-        global_ids = offset_ids(ids, offset, dtype=np.uint64)
-        group[INSTANCE_RAW][tile.core.slices] = global_ids[tile.core_in_halo.slices]
-        patches = []
-        for neighbour, window in neighbour_overlaps(grid, tile):
-            patch = global_ids[window.relative_to(tile.halo).slices]
-            if patch.any():
-                patches.append((neighbour, window.start, window.stop, pack_patch(patch)))
-        return {"id_offset": offset, "id_count": count, "patches": patches,
-                "cut_ids": halo_cut_ids(global_ids, tile, grid.shape)}
-
-    def forget(self, store_path: str) -> None:
-        """Drop the cached handle of a finished store."""
-        self._stores.pop(store_path, None)
+        return {**super().describe(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
 
-def _release_free_memory() -> None:
-    """Give freed heap back to the OS after each batch (glibc ``malloc_trim``).
-
-    Zarr's decode threads and torch allocate from several malloc arenas; without
-    trimming, the arenas' free space accumulates over thousands of tiles and a
-    worker's resident memory creeps up with the scene size instead of staying flat.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()
-RemoteTileWorker = ray.remote(TileWorker)
+RemoteTileWorker = ray.remote(RayTileWorker)

@@ -14,14 +14,13 @@ local runtime, which cannot grow, a pool that cannot place one actor is refused.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import ray
 
-from pipeline.distributed import warm_up
+from pipeline.distributed import RayBlocks, warm_up
 from pipeline.inference.actor import RemoteTileWorker
 from pipeline.inference.dispatch import dispatch
 from pipeline.inference.members import ActorSet, Member
@@ -35,6 +34,7 @@ from pipeline.inference.placement import (
     workers_that_fit,
 )
 from pipeline.inference.runtime import ensure_ray
+from pipeline.inference.tile_worker import injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
 from segcore.errors import ConfigError
 from segcore.geometry.grid import TileGrid
@@ -74,14 +74,6 @@ class PoolConfig:
     @property
     def demand(self) -> dict[str, float]:
         return worker_demand(self.gpus_per_worker, self.cpus_per_worker)
-
-
-def injected_faults() -> dict[str, str]:
-    """``SEGPIPE_FAULT_*`` settings of this process (tests; README "Faults")."""
-    from pipeline.inference.records import FAULT_CRASH, FAULT_FAIL
-
-    env = {"crash": FAULT_CRASH, "fail": FAULT_FAIL, "delay_s": "SEGPIPE_FAULT_DELAY_S"}
-    return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
 
 
 def _available_resources(count: int, demand: dict[str, float], settle_s: float = 10.0) -> dict:
@@ -158,6 +150,7 @@ class WorkerPool:
         warm_up()  # block-pass workers import their modules while the models load
         self.requeued = 0
         self._requested = False
+        self.blocks = RayBlocks()  # block passes: Ray tasks over the cluster
 
     @property
     def actors(self) -> list:

@@ -91,10 +91,14 @@ class TilePredictor:
                 f"model '{self.bundle.name}': no input.value_scale for sample type {dtype} "
                 f"(has {sorted(self._scale)})"
             )
-        x = image.astype(np.float32) * np.float32(self._scale[dtype])
-        x = (x - self._mean) / self._std
-        x[:, ~valid] = 0.0
-        x[~np.isfinite(x)] = 0.0
+        x = image.astype(np.float32)  # the same float32 steps as ever, in place
+        x *= np.float32(self._scale[dtype])
+        x -= self._mean
+        x /= self._std
+        if not valid.all():
+            x[:, ~valid] = 0.0
+        if image.dtype.kind == "f":  # integer samples cannot be NaN or infinite
+            x[~np.isfinite(x)] = 0.0
         return x
 
     def outputs(self, batch: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -245,7 +249,9 @@ def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.argmax(values, axis=1))
     best = values[:, 0].copy()
     ids = np.zeros(best.shape, np.uint8)
+    larger = np.empty(best.shape, bool)  # one mask buffer for every class
     for c in range(1, values.shape[1]):
-        np.putmask(ids, values[:, c] > best, c)
+        np.greater(values[:, c], best, out=larger)
+        np.putmask(ids, larger, c)
         np.maximum(best, values[:, c], out=best)
     return torch.from_numpy(ids)

@@ -51,10 +51,46 @@ def _strided(array: zarr.Array, step: int, lead: tuple = (),
     return out
 
 
-def rgb_preview(group: zarr.Group, step: int, blocks: BlockMap = serial) -> np.ndarray:
-    """``(h, w, 3)`` uint8 contrast-stretched view of the first three bands."""
-    image = _strided(group[IMAGE], step, (slice(None),), blocks).astype(np.float32)
-    valid = _strided(group[VALID], step, blocks=blocks).astype(bool)
+def strided_window(pixels: np.ndarray, start: tuple[int, int], step: int
+                   ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The pixels of a window that fall on the scene's ``::step`` grid, and where they go.
+
+    ``pixels`` ``(..., h, w)`` start at scene row/col ``start``; returns
+    ``(pixels[..., r0::step, c0::step], (row, col))`` with ``(row, col)`` the position
+    in the ``::step`` view of the scene. Lets a pass that already holds a window
+    (ingest) keep its part of a quicklook instead of reading the scene again.
+
+    Examples
+    --------
+    >>> part, at = strided_window(np.arange(100).reshape(10, 10), (3, 4), 4)
+    >>> part.tolist(), at
+    ([[10, 14, 18], [50, 54, 58], [90, 94, 98]], (1, 1))
+    """
+    offsets = [(-s) % step for s in start]
+    part = pixels[..., offsets[0]::step, offsets[1]::step]
+    return part, tuple((s + o) // step for s, o in zip(start, offsets))
+
+
+def assemble(parts: list[tuple[np.ndarray, tuple[int, int]]], shape: tuple[int, ...],
+             dtype: np.dtype) -> np.ndarray:
+    """Place :func:`strided_window` parts into one ``shape`` array (zeros elsewhere)."""
+    out = np.zeros(shape, dtype=dtype)
+    for part, (row, col) in parts:
+        out[..., row : row + part.shape[-2], col : col + part.shape[-1]] = part
+    return out
+
+
+def rgb_preview(group: zarr.Group, step: int, blocks: BlockMap = serial, *,
+                strided: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """``(h, w, 3)`` uint8 contrast-stretched view of the first three bands.
+
+    ``strided``: the image ``(C, h, w)`` and valid mask ``(h, w)`` already decimated
+    by ``step`` (kept by ingest); else both are read from ``group``.
+    """
+    if strided is None:
+        strided = (_strided(group[IMAGE], step, (slice(None),), blocks),
+                   _strided(group[VALID], step, blocks=blocks))
+    image, valid = strided[0].astype(np.float32), strided[1].astype(bool)
     bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
     for i, band in enumerate(bands):
@@ -92,11 +128,16 @@ def instance_colours(ids: np.ndarray) -> np.ndarray:
 
 
 def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple[int, int, int]],
-                     out_dir: Path, max_size: int, blocks: BlockMap = serial) -> dict[str, str]:
+                     out_dir: Path, max_size: int, blocks: BlockMap = serial, *,
+                     preview: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, str]:
     """Write ``quicklook.png`` (image), ``quicklook_semantic.png`` (classes over the image)
-    and ``quicklook_classes.png`` (class colours alone, nodata black)."""
+    and ``quicklook_classes.png`` (class colours alone, nodata black).
+
+    ``preview``: the image and valid mask decimated by :func:`decimation` of the
+    scene's shape and ``max_size`` (ingest keeps them), so the image is not read again.
+    """
     step = decimation(semantic.shape, max_size)
-    rgb = rgb_preview(group, step, blocks)
+    rgb = rgb_preview(group, step, blocks, strided=preview)
     labels = _strided(semantic, step, blocks=blocks)
     names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png",
              "classes": "quicklook_classes.png"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.bundle import ModelBundle
-from pipeline.inference.pool import WorkerPool
+from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
 from pipeline.run.resume import finished_report, run_fingerprint
@@ -47,7 +47,7 @@ def _direct(stage: Callable[..., Any], *args: Any) -> Any:
 
 
 def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
-              pool: WorkerPool, *, call: StageCall = _direct) -> SceneResult:
+              pool: TilePool, *, call: StageCall = _direct) -> SceneResult:
     """Run every stage, then publish the scene.
 
     ``call(stage, *args)`` runs one stage: directly in plain Python, or as an
@@ -63,7 +63,8 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
         finished = finished_report(workspace.final, fingerprint)
         if finished is not None:  # same input, model and options: nothing to do
             return SceneResult(finished, report_path, reused=True)
-    state = SceneState(workspace, bundle, options, fingerprint=fingerprint)
+    state = SceneState(workspace, bundle, options, fingerprint=fingerprint,
+                       blocks=pool.blocks)
     try:
         call(stage_ingest, state)
         call(stage_infer, state, pool)

@@ -18,12 +18,11 @@ import numpy as np
 import zarr
 
 from pipeline.atomic import write_json_atomic, write_text_atomic
-from pipeline.blockmap import BlockMap
+from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
-from pipeline.distributed import default_blocks
 from pipeline.formats import IngestedScene, SceneFormat, format_of
-from pipeline.inference.pool import WorkerPool
 from pipeline.inference.records import prepare_records, read_records
+from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.model import (
@@ -89,7 +88,7 @@ class SceneState:
     exports: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
-    blocks: BlockMap = field(default_factory=default_blocks)  # where block passes run
+    blocks: BlockMap = serial  # where block passes run (the pool's: Ray tasks or threads)
 
     @property
     def format(self) -> SceneFormat:
@@ -175,7 +174,7 @@ def _reusable_records(state: SceneState) -> dict[int, object]:
             if state.resumed and f in flats and o.index == flats[f]}
 
 
-def stage_infer(state: SceneState, pool: WorkerPool) -> None:
+def stage_infer(state: SceneState, pool: TilePool) -> None:
     """Run the model actors over every tile; each writes its own core chunks.
 
     Tiles with a completion record from a killed run are reused (``resume``);

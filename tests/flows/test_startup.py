@@ -46,7 +46,7 @@ def _segpipe(args: list, *, env: dict | None = None, probe: Path | None = None,
             "try:\n"
             "    main()\n"
             "finally:\n"
-            "    mods = sorted(m for m in sys.modules if m.split('.')[0] == 'prefect')\n"
+            "    mods = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray'))\n"
             "    names = sorted(t.name for t in threading.enumerate())\n"
             f"    if {str(probe)!r} != 'None':\n"
             f"        Path({str(probe)!r}).write_text(json.dumps([mods, names]))\n")
@@ -68,18 +68,34 @@ def _ray_processes(temp_dir: Path) -> list[psutil.Process]:
 
 
 def test_run_starts_no_prefect_and_ray_on_its_own_thread(small_scene, tmp_path):
-    """A real `segpipe run`: the scene is segmented, Prefect is never imported (so no
-    temporary server, no PREFECT_HOME), and Ray was started on the Ray thread."""
+    """A real `segpipe run` on Ray: the scene is segmented, Prefect is never imported (so
+    no temporary server, no PREFECT_HOME), and Ray was started on the Ray thread."""
     home, probe = tmp_path / "prefect-home", tmp_path / "probe.txt"
     proc = _segpipe(["run", small_scene, "--model", "demo-satellite", "--out", tmp_path / "out",
-                     "--workers", "1"], env={"PREFECT_HOME": str(home)}, probe=probe)
+                     "--workers", "1", "--executor", "ray"], env={"PREFECT_HOME": str(home)},
+                    probe=probe)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "startup-small" / "report.json").is_file()
-    prefect_modules, threads = json.loads(probe.read_text())
-    assert prefect_modules == [], prefect_modules[:5]
+    modules, threads = json.loads(probe.read_text())
+    assert not [m for m in modules if m.startswith("prefect")], modules[:5]
     assert not home.exists()
     assert RAY_THREAD in threads
     assert "Traceback" not in proc.stderr
+
+
+def test_small_run_needs_no_ray(small_scene, tmp_path):
+    """`--executor auto` runs a small scene in the command's own process: Ray is never
+    imported (no runtime, no actors, nothing to stop) and the scene is complete."""
+    probe, ray_tmp = tmp_path / "probe.txt", Path(tempfile.mkdtemp(prefix="r", dir=_TMP))
+    proc = _segpipe(["run", small_scene, "--model", "demo-satellite", "--out", tmp_path / "out"],
+                    env={"RAY_TMPDIR": str(ray_tmp)}, probe=probe)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "startup-small" / "report.json").read_text())
+    assert report["tiles"]["computed"] == report["tiles"]["total"] > 0
+    modules, threads = json.loads(probe.read_text())
+    assert modules == [], modules[:5]  # neither Prefect nor Ray
+    assert RAY_THREAD not in threads
+    assert not any(ray_tmp.iterdir())
 
 
 def test_ray_starts_while_the_inputs_are_checked(small_scene, tmp_path, monkeypatch,
@@ -128,8 +144,8 @@ def test_checks_that_fail_after_ray_started_leave_nothing_running(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir=_TMP))  # short: Ray's socket paths
-    proc = _segpipe(["run", empty, "--model", "demo-satellite", "--out", tmp_path / "out"],
-                    env={"RAY_TMPDIR": str(ray_tmp)}, timeout=180)
+    proc = _segpipe(["run", empty, "--model", "demo-satellite", "--out", tmp_path / "out",
+                     "--executor", "ray"], env={"RAY_TMPDIR": str(ray_tmp)}, timeout=180)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "no input found" in lines[0], proc.stderr

@@ -1,0 +1,41 @@
+"""What the scene runner needs of a pool of model workers, wherever they run.
+
+Two pools implement it: :class:`~pipeline.inference.pool.WorkerPool` (Ray actors on
+a local runtime or a cluster) and :class:`~pipeline.inference.local_pool.LocalPool`
+(one model in the command's own process, for small runs). Each brings the
+:class:`~pipeline.blockmap.BlockMap` its block passes run on: Ray tasks beside the
+actors, or threads beside the local model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pipeline.blockmap import BlockMap
+from pipeline.streaming.tile_outcome import TileOutcome
+from segcore.geometry.grid import TileGrid
+
+
+class TilePool(Protocol):
+    """Model workers that run tiles of a scene's store, and where block passes run."""
+
+    blocks: BlockMap
+    requeued: int
+
+    @property
+    def actors(self) -> Sequence[Any]:
+        """The workers now in the pool (their count plans the tiles)."""
+
+    def describe(self, timeout: float = ..., *, at_least: int | None = ...) -> list[dict]:
+        """Per-worker device information."""
+
+    def run(self, store_path: str, nodata: int, grid: TileGrid,
+            progress: Callable[[int], None] | None = None,
+            on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
+            indices: list[tuple[int, ...]] | None = None, records: str | None = None,
+            scene_id: str = "") -> list[TileOutcome]:
+        """Process tiles of ``grid`` for one store; one outcome per tile."""
+
+    def shutdown(self) -> None:
+        """Stop the workers."""
