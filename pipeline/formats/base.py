@@ -32,7 +32,7 @@ import zarr
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.options import RunOptions
-from pipeline.streaming.summary import ClassTotals
+from pipeline.streaming.summary import BlockSizes, ClassTotals, SizeUnit
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 RESERVED_NAMES = frozenset({"batch.json", "batch.csv", "catalog.json"})
@@ -199,6 +199,11 @@ class SceneFormat(Protocol):
     def summarise(self, semantic: zarr.Array, ingested: Any, num_classes: int,
                   blocks: BlockMap = serial) -> ClassTotals:
         """Pixels per class and their physical size (``area_m2`` or ``volume_ml``)."""
+        ...
+
+    def sizes(self, ingested: Any) -> tuple[SizeUnit, BlockSizes]:
+        """The unit of class sizes and the per-block pixel size on the stored grid
+        (a picklable ``key -> sizes``), as :meth:`summarise` weighs pixels."""
         ...
 
     def export(self, group: zarr.Group, names: list[str], ingested: Any, out_dir: Path,

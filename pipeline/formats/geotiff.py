@@ -220,8 +220,11 @@ class GeoTiffFormat(SuffixFormat):
 
     def summarise(self, semantic: zarr.Array, ingested: GeoTiffScene, num_classes: int,
                   blocks: BlockMap = serial) -> ClassTotals:
-        return summarise(semantic, num_classes, unit=SizeUnit.AREA_M2,
-                         sizes=ground_areas(ingested.info), blocks=blocks)
+        unit, sizes = self.sizes(ingested)
+        return summarise(semantic, num_classes, unit=unit, sizes=sizes, blocks=blocks)
+
+    def sizes(self, ingested: GeoTiffScene) -> tuple[SizeUnit, GroundAreas]:
+        return SizeUnit.AREA_M2, ground_areas(ingested.info)
 
     def export(self, group: zarr.Group, names: list[str], ingested: GeoTiffScene,
                out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:

@@ -229,9 +229,12 @@ class NiftiFormat(SuffixFormat):
 
     def summarise(self, semantic: zarr.Array, ingested: VolumeScene, num_classes: int,
                   blocks: BlockMap = serial) -> ClassTotals:
+        unit, sizes = self.sizes(ingested)
+        return summarise(semantic, num_classes, unit=unit, sizes=sizes, blocks=blocks)
+
+    def sizes(self, ingested: VolumeScene) -> tuple[SizeUnit, functools.partial]:
         voxel_ml = float(np.prod(ingested.info.spacing)) / 1000.0
-        return summarise(semantic, num_classes, unit=SizeUnit.VOLUME_ML,
-                         sizes=functools.partial(_voxel_volume, voxel_ml), blocks=blocks)
+        return SizeUnit.VOLUME_ML, functools.partial(_voxel_volume, voxel_ml)
 
     def export(self, group: zarr.Group, names: list[str], ingested: VolumeScene,
                out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:

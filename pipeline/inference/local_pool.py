@@ -28,6 +28,7 @@ from dataclasses import replace
 from pipeline.blockmap import BlockMap, ThreadBlocks
 from pipeline.inference.tile_worker import TileWorker, injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
+from pipeline.streaming.tile_stats import TileStatsSpec
 from segcore.errors import ConfigError
 from segcore.geometry.grid import TileGrid
 
@@ -75,7 +76,7 @@ class LocalPool:
         progress: ProgressCallback | None = None,
         on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
         indices: list[tuple[int, ...]] | None = None, records: str | None = None,
-        scene_id: str = "",
+        scene_id: str = "", stats: TileStatsSpec | None = None,
     ) -> list[TileOutcome]:
         """Process the tiles ``indices`` (default: all); one outcome per tile.
 
@@ -91,7 +92,7 @@ class LocalPool:
 
         def one(batch: list[tuple[int, ...]]) -> list[TileOutcome]:
             return self.worker.run(store_path, nodata, grid, batch, records=records,
-                                   scene_id=scene_id, faults=faults)
+                                   scene_id=scene_id, faults=faults, stats=stats)
 
         pending: set[Future] = set()
         queue = iter(batches)

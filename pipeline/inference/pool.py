@@ -36,6 +36,7 @@ from pipeline.inference.placement import (
 from pipeline.inference.runtime import ensure_ray
 from pipeline.inference.tile_worker import injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
+from pipeline.streaming.tile_stats import TileStatsSpec
 from segcore.errors import ConfigError
 from segcore.geometry.grid import TileGrid
 
@@ -211,7 +212,7 @@ class WorkerPool:
         progress: ProgressCallback | None = None,
         on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
         indices: list[tuple[int, ...]] | None = None, records: str | None = None,
-        scene_id: str = "",
+        scene_id: str = "", stats: TileStatsSpec | None = None,
     ) -> list[TileOutcome]:
         """Process the tiles ``indices`` (default: all) of ``grid`` for one store; returns one
         outcome per tile.
@@ -236,7 +237,7 @@ class WorkerPool:
 
         def submit(actor, batch):
             return actor.run.remote(store_path, nodata, grid_ref, batch, records=records,
-                                    scene_id=scene_id, faults=faults)
+                                    scene_id=scene_id, faults=faults, stats=stats)
 
         def finished(member: Member, result: list[TileOutcome]) -> None:
             if result:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from pipeline.blockmap import BlockMap
 from pipeline.streaming.tile_outcome import TileOutcome
+from pipeline.streaming.tile_stats import TileStatsSpec
 from segcore.geometry.grid import TileGrid
 
 
@@ -34,7 +35,7 @@ class TilePool(Protocol):
             progress: Callable[[int], None] | None = None,
             on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
             indices: list[tuple[int, ...]] | None = None, records: str | None = None,
-            scene_id: str = "") -> list[TileOutcome]:
+            scene_id: str = "", stats: TileStatsSpec | None = None) -> list[TileOutcome]:
         """Process tiles of ``grid`` for one store; one outcome per tile."""
 
     def shutdown(self) -> None:

@@ -36,6 +36,7 @@ from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
 from pipeline.streaming.tile_outcome import TileOutcome, pack_patch
+from pipeline.streaming.tile_stats import TileStatsSpec, count_core
 from segcore.geometry.grid import Tile, TileGrid
 from segcore.labels.stitch import (
     core_instances,
@@ -91,11 +92,14 @@ class TileWorker:
 
     def run(self, store_path: str, nodata: int, grid: TileGrid,
             indices: list[tuple[int, ...]], *, records: str | None = None,
-            scene_id: str = "", faults: dict[str, str] | None = None) -> list[TileOutcome]:
+            scene_id: str = "", faults: dict[str, str] | None = None,
+            stats: TileStatsSpec | None = None) -> list[TileOutcome]:
         """Predict and write the tiles ``indices``; one outcome per tile, in order.
 
         ``records``: directory for completion records (None: no records).
         ``faults``: ``SEGPIPE_FAULT_*`` values from the driver (tests only).
+        ``stats``: count each written core (semantic-only models; outcome ``totals``
+        and ``stuff``, :mod:`pipeline.streaming.tile_stats`).
         """
         group = self._stores.get(store_path)
         if group is None:
@@ -113,7 +117,7 @@ class TileWorker:
             predictions = self._predict(tiles, inputs, nodata)
             for i in part:
                 writes.append(self._io.submit(self._finish, group, grid, tiles[i], predictions[i],
-                                              records, attempts[i]))
+                                              records, attempts[i], inputs[i][1], stats, nodata))
         results = [w.result() for w in writes]
         per_tile = (time.perf_counter() - start) / max(len(tiles), 1)
         _release_free_memory()
@@ -151,8 +155,10 @@ class TileWorker:
         return out
 
     def _finish(self, group, grid: TileGrid, tile: Tile, pred: TilePrediction | None,
-                records: str | None, retried: bool) -> dict:
-        """Write the core chunks, then the completion record; returns the outcome fields."""
+                records: str | None, retried: bool, valid: np.ndarray | None = None,
+                stats: TileStatsSpec | None = None, nodata: int = 255) -> dict:
+        """Write the core chunks, then the completion record; returns the outcome fields
+        (with the core's statistics when ``stats`` is given; ``valid``: the halo's mask)."""
         outcome: dict = {"index": tile.index, "seconds": 0.0, "worker": self.worker_id,
                          "retried": retried, "skipped": pred is None}
         if pred is not None:
@@ -164,6 +170,12 @@ class TileWorker:
         if records:
             flat = grid.flat_index(tile.index)
             rec.write_record(records, flat, TileOutcome(**outcome))
+        if stats is not None and valid is not None:
+            core = tile.core_in_halo.slices
+            labels = (pred.semantic[core] if pred is not None
+                      else np.full(valid[core].shape, nodata, group[SEMANTIC].dtype))
+            outcome["totals"], outcome["stuff"] = count_core(stats, labels, valid[core],
+                                                             tile.core.slices)
         return outcome
 
     @staticmethod

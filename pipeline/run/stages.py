@@ -52,8 +52,10 @@ from pipeline.streaming.metrics import label_metrics
 from pipeline.streaming.panoptic import fuse_scene
 from pipeline.streaming.resample import resample_back
 from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
+from pipeline.streaming.summary import ClassTotals
+from pipeline.streaming.tile_stats import TileStatsSpec, merge_tiles
 from segcore.errors import InputError
-from segcore.panoptic.fusion import PanopticPlan
+from segcore.panoptic.fusion import FusionStats, PanopticPlan
 
 STAGE_TIMINGS = ("read", "infer", "stitch", "panoptic", "metrics", "export")
 
@@ -84,6 +86,10 @@ class SceneState:
     seams: Seams = Seams()
     segments: PanopticPlan | None = None  # the predicted panoptic segments (small table)
     summary: SceneSummary | None = None
+    # semantic-only models whose tiles were all computed now: the tables the tile
+    # workers counted (pipeline.streaming.tile_stats), so no pass reads the labels back
+    tile_totals: ClassTotals | None = None
+    tile_stuff: FusionStats | None = None
     metrics: SceneMetrics | None = None
     exports: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -195,14 +201,39 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
     advance_progress(sid, "infer", len(reused))
     todo = [t.index for t in grid if grid.flat_index(t.index) not in reused]
     _, nodata = semantic_dtype(state.bundle.spec.num_classes)
+    stats = _tile_stats_spec(state, nodata) if not reused else None
     outcomes = pool.run(str(state.infer_store), nodata, grid,
                         progress=lambda n: advance_progress(sid, "infer", n),
                         on_outcomes=state.stitcher.add if state.stitcher else None,
-                        indices=todo, records=str(state.workspace.records), scene_id=sid)
+                        indices=todo, records=str(state.workspace.records), scene_id=sid,
+                        stats=stats)
     state.work = TileWork(computed=len({o.index for o in outcomes}), reused=len(reused),
                           retried=sum(o.retried for o in outcomes),
                           skipped=sum(o.skipped for o in outcomes))
+    if stats is not None:
+        _keep_tile_stats(state, stats, outcomes)
     state.timings["infer"] = time.perf_counter() - start
+
+
+def _tile_stats_spec(state: SceneState, nodata: int) -> TileStatsSpec | None:
+    """Counting in the tile workers: semantic-only models on the stored grid (an instance
+    model's segments need the stitched instances; a model grid is resampled first)."""
+    if state.has_instances or state.scene.model_group is not None:
+        return None
+    unit, sizes = state.format.sizes(state.scene)
+    return TileStatsSpec(state.bundle.spec.num_classes, unit, sizes, nodata)
+
+
+def _keep_tile_stats(state: SceneState, spec: TileStatsSpec, outcomes: list) -> None:
+    """The merged tables, when every tile of the plan sent its own (once each)."""
+    grid = state.plan.grid
+    parts = {o.index: o for o in outcomes if o.totals is not None}
+    if len(parts) != len(grid):
+        return
+    ordered = [(tuple(s.start for s in grid.tile_at(i).core.slices), o.totals, o.stuff)
+               for i, o in parts.items()]
+    state.tile_totals, state.tile_stuff = merge_tiles(ordered, spec.num_classes, spec.unit,
+                                                      len(grid.shape), spec.nodata)
 
 
 def _stitch_instances(state: SceneState) -> None:
@@ -239,8 +270,10 @@ def stage_stitch(state: SceneState) -> None:
             resample_back(group, name, model_group=model_group, chunks=group[VALID].chunks,
                           blocks=state.blocks)
     spec = state.bundle.spec
-    totals = state.format.summarise(group[SEMANTIC], state.scene, spec.num_classes,
-                                    blocks=state.blocks)
+    totals = state.tile_totals
+    if totals is None:  # instances, a model grid, or tiles reused from a killed run
+        totals = state.format.summarise(group[SEMANTIC], state.scene, spec.num_classes,
+                                        blocks=state.blocks)
     state.summary = SceneSummary(classes=totals.to_dict(spec.class_names), instances={},
                                  nodata_pixels=totals.nodata_pixels)
     state.timings["stitch"] = time.perf_counter() - start
@@ -255,8 +288,8 @@ def stage_panoptic(state: SceneState) -> None:
     plan, segments = fuse_scene(state.group("r+"), SEMANTIC,
                                 INSTANCE if state.has_instances else None, spec.class_rows,
                                 nodata=nodata, min_stuff_area=spec.min_stuff_area,
-                                blocks=state.blocks)
-    state.segments = plan
+                                blocks=state.blocks, stats=state.tile_stuff)
+    state.segments, state.tile_stuff = plan, None
     write_json_atomic(state.workspace.partial / "segments.json",
                       {"segments_info": segments, "categories": [
                           {"id": c.id, "name": c.name, "isthing": int(c.isthing)}

@@ -65,12 +65,18 @@ def _apply_block(key: tuple[slice, ...], plan: PanopticPlan, semantic, instance,
 
 def fuse_scene(group: zarr.Group, semantic: str, instance: str | None,
                classes: Sequence[tuple[int, str, bool]], *, nodata: int,
-               min_stuff_area: int, blocks: BlockMap = serial) -> tuple[PanopticPlan, list[dict]]:
+               min_stuff_area: int, blocks: BlockMap = serial,
+               stats: FusionStats | None = None) -> tuple[PanopticPlan, list[dict]]:
     """The scene's segment plan and ``segments.json`` table; writes ``group/panoptic``
-    unless ``instance`` is None (a model without instances)."""
+    unless ``instance`` is None (a model without instances).
+
+    ``stats``: pass 1's statistics when they are already known (a semantic-only model's
+    tiles counted them, :mod:`pipeline.streaming.tile_stats`); else pass 1 runs here.
+    """
     sem, valid = group[semantic], group[VALID]
     inst = group[instance] if instance is not None else None
-    stats = fusion_stats(sem, inst, valid, nodata=nodata, block=sem.chunks, blocks=blocks)
+    if stats is None:
+        stats = fusion_stats(sem, inst, valid, nodata=nodata, block=sem.chunks, blocks=blocks)
     plan = decide(stats, classes, min_stuff_area=min_stuff_area)
     if inst is not None:
         out = create_label_array(group, PANOPTIC, dtype=np.dtype("uint32"), fill_value=0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,3 +44,7 @@ class TileOutcome:
     # (neighbour index, window start, window stop, this tile's global ids there, packed)
     patches: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], bytes]] = field(
         default_factory=list)
+    # semantic-only models: the core's class totals and stuff statistics
+    # (pipeline.streaming.tile_stats); travel to the driver, never into a record
+    totals: Any = field(default=None, compare=False, repr=False)
+    stuff: Any = field(default=None, compare=False, repr=False)

@@ -1,0 +1,70 @@
+"""The statistics of a semantic-only model's labels, gathered as its tiles finish.
+
+For a model without instances, the passes after inference need only two small
+tables of the semantic labels: the class totals (:class:`ClassTotals`, pixels and
+ground area or volume per class) and the stuff statistics that make the segment
+table (:class:`~segcore.panoptic.fusion.FusionStats`). Each tile core is exactly one
+chunk of the label array, so the tile worker that writes a core can count it at
+once, while the labels are still in memory: the driver then merges one small table
+per tile instead of reading the whole array back twice (about 1.3 s of 10 s at
+8192² with a near-free model, measured in ``bench/machinery.py``).
+
+:func:`merge_tiles` merges per-tile results in the chunks' C order, the order the
+block passes merge in, so the totals are bit-identical to :func:`summarise`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.streaming.summary import BlockSizes, ClassTotals, SizeUnit
+from segcore.panoptic.fusion import FusionStats
+
+
+@dataclass(frozen=True)
+class TileStatsSpec:
+    """What a tile worker needs to count its core (sent with every batch; pickles).
+
+    ``sizes`` is the format's per-block pixel size (ground area or voxel volume) for a
+    block key on the stored grid; the model must run on that grid.
+    """
+
+    num_classes: int
+    unit: SizeUnit
+    sizes: BlockSizes
+    nodata: int
+
+
+def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
+               key: tuple[slice, ...]) -> tuple[ClassTotals, FusionStats]:
+    """Totals and stuff statistics of one core ``labels`` ``(*core)`` at block ``key``.
+
+    Examples
+    --------
+    >>> spec = TileStatsSpec(2, SizeUnit.AREA_M2, lambda key: np.float64(4.0), 255)
+    >>> labels = np.array([[0, 1], [1, 255]], np.uint8)
+    >>> totals, stuff = count_core(spec, labels, labels != 255, (slice(2, 4), slice(0, 2)))
+    >>> totals.pixels.tolist(), totals.size.tolist(), stuff.counts.tolist()
+    ([1, 2], [4.0, 8.0], [1, 2])
+    """
+    totals = ClassTotals(spec.num_classes, spec.unit)
+    totals.add(labels, spec.sizes(key))
+    stuff = FusionStats(ndim=labels.ndim, nodata=spec.nodata)
+    stuff.add(labels, np.zeros(labels.shape, np.uint8), valid,
+              offset=tuple(s.start for s in key))
+    return totals, stuff
+
+
+def merge_tiles(parts: Sequence[tuple[tuple[int, ...], ClassTotals, FusionStats]],
+                num_classes: int, unit: SizeUnit, ndim: int,
+                nodata: int) -> tuple[ClassTotals, FusionStats]:
+    """Merge ``(core start, totals, stuff)`` per tile in the chunks' C order."""
+    totals = ClassTotals(num_classes, unit)
+    ordered = sorted(parts, key=lambda p: p[0])
+    for _, part, _ in ordered:
+        totals.merge(part)
+    stuff = FusionStats(ndim=ndim, nodata=nodata).merge_all([p[2] for p in ordered])
+    return totals, stuff

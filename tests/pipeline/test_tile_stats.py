@@ -1,0 +1,97 @@
+"""Semantic-only models: the class totals and stuff segments the tile workers count equal
+the block passes over the stored labels, on Ray and in-process, fresh and resumed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.formats import Scene, format_of
+from pipeline.inference.local_pool import LocalPool
+from pipeline.options import RunOptions
+from pipeline.run import Workspace, run_scene
+from pipeline.store import SEMANTIC, VALID, open_store, semantic_dtype
+from pipeline.streaming.panoptic import fusion_stats
+from pipeline.streaming.tile_stats import TileStatsSpec, count_core, merge_tiles
+from pipeline.streaming.summary import SizeUnit
+from segcore.panoptic.fusion import decide, segments_table
+
+
+def _scene(path) -> Scene:
+    return Scene(path, path.name.removesuffix(".tif"), "geotiff")
+
+
+@pytest.fixture(scope="module")
+def scene(scene_factory):
+    # Web Mercator at 60 N: pixel areas differ from pixel to pixel; nodata at the edges
+    return scene_factory("tile-stats", size=(300, 420), seed=5, crs="EPSG:3857",
+                         nodata=0, nodata_fraction=0.1)
+
+
+def _by_passes(ws, bundle) -> tuple[dict, list]:
+    """Totals and segments recomputed from the stored labels by the block passes."""
+    group = open_store(ws.final / "scene.zarr")
+    fmt, spec = format_of(ws.scene), bundle.spec
+    info = fmt.open(ws.scene.path)
+    ingested = type("I", (), {"info": info})()
+    totals = fmt.summarise(group[SEMANTIC], ingested, spec.num_classes)
+    _, nodata = semantic_dtype(spec.num_classes)
+    stats = fusion_stats(group[SEMANTIC], None, group[VALID], nodata=nodata,
+                         block=group[SEMANTIC].chunks)
+    plan = decide(stats, spec.class_rows, min_stuff_area=spec.min_stuff_area)
+    return totals.to_dict(spec.class_names), segments_table(plan)
+
+
+@pytest.mark.parametrize("where", ["ray", "local"])
+def test_counted_tiles_equal_the_passes(scene, tiny_bundle, tiny_pool, tmp_path, where,
+                                        monkeypatch):
+    assert "instance" not in tiny_bundle.spec.heads
+    pool = tiny_pool if where == "ray" else LocalPool(str(tiny_bundle.path), cores=2)
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass read the labels back")
+
+    try:
+        ws = Workspace(_scene(scene[0]), tmp_path)
+        with monkeypatch.context() as m:  # the passes must not run
+            m.setattr(type(format_of(ws.scene)), "summarise", no_pass)
+            m.setattr("pipeline.streaming.panoptic.fusion_stats", no_pass)
+            report = run_scene(ws, tiny_bundle, RunOptions(tile=128), pool).report.to_json()
+    finally:
+        if where == "local":
+            pool.shutdown()
+    classes, segments = _by_passes(ws, tiny_bundle)
+    assert report["summary"]["classes"] == classes  # bit-identical floats
+    assert json.loads((ws.final / "segments.json").read_text())["segments_info"] == segments
+    assert sum(c["pixels"] for c in classes.values()) > 0
+    assert report["summary"]["nodata_pixels"] > 0
+
+
+def test_resumed_run_counts_by_passes_and_agrees(scene, tiny_bundle, tiny_pool, tmp_path):
+    ws = Workspace(_scene(scene[0]), tmp_path)
+    first = run_scene(ws, tiny_bundle, RunOptions(tile=128), tiny_pool).report.to_json()
+    ws.final.rename(ws.partial)  # as a run killed before publishing leaves it
+    (ws.partial / "report.json").unlink()
+    again = run_scene(ws, tiny_bundle, RunOptions(tile=128), tiny_pool).report.to_json()
+    assert again["tiles"]["reused"] == again["tiles"]["total"]
+    assert again["summary"] == first["summary"]
+
+
+def test_merge_order_does_not_change_totals():
+    rng = np.random.default_rng(3)
+    spec = TileStatsSpec(4, SizeUnit.AREA_M2, lambda key: rng.random((8, 8)) + 1.0, 255)
+    parts = []
+    for r in range(3):
+        for c in range(3):
+            key = (slice(8 * r, 8 * r + 8), slice(8 * c, 8 * c + 8))
+            labels = rng.integers(0, 5, (8, 8)).astype(np.uint8)
+            labels[labels == 4] = 255
+            parts.append((tuple(s.start for s in key), *count_core(spec, labels, labels != 255,
+                                                                  key)))
+    forward = merge_tiles(parts, 4, SizeUnit.AREA_M2, 2, 255)
+    backward = merge_tiles(parts[::-1], 4, SizeUnit.AREA_M2, 2, 255)
+    assert forward[0].size.tobytes() == backward[0].size.tobytes()
+    assert forward[0].pixels.tolist() == backward[0].pixels.tolist()
+    assert forward[1].counts.tolist() == backward[1].counts.tolist()
