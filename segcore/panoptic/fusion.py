@@ -99,6 +99,7 @@ def _group(
 
 
 _FEW_KEYS = 4096  # distinct (instance, class) pairs per chunk up to which boxes use presence
+_FEW_CLASSES = 16  # classes in a chunk without instances up to which boxes use one mask each
 
 
 def _boxes_by_presence(inverse: np.ndarray, count: int, flat: np.ndarray,
@@ -134,6 +135,15 @@ def _stuff_boxes(sem: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndar
     counts = np.bincount(cls.ravel(), minlength=k + 1)[:k].astype(np.int64)
     lo = np.zeros((k, sem.ndim), np.int64)
     hi = np.zeros((k, sem.ndim), np.int64)
+    present = np.flatnonzero(counts)
+    if len(present) <= _FEW_CLASSES:  # a mask per class: its projections are the box
+        for c in present:
+            mask = cls == c
+            for axis, length in enumerate(sem.shape):
+                hit = mask.any(axis=tuple(a for a in range(sem.ndim) if a != axis))
+                lo[c, axis] = hit.argmax()
+                hi[c, axis] = length - 1 - hit[::-1].argmax()
+        return counts, lo, hi
     for axis, length in enumerate(sem.shape):
         index = np.arange(length, dtype=np.intp).reshape([-1 if a == axis else 1
                                                           for a in range(sem.ndim)])
