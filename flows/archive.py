@@ -10,7 +10,9 @@ pool of model actors, with
   because it is unusable (``InputError``), the model is (``ModelError``) or the
   settings are (``ConfigError``) fails once and is reported; anything else (an
   ``OSError`` on a network share, a lost Ray worker) is retried up to ``retries``
-  times. Finished volumes are reused on a rerun (run fingerprint), like ``segpipe run``.
+  times. An error raised inside a Ray task or actor is judged by the worker's own error
+  (``RayTaskError.cause``, :func:`flows.batch.root_cause`), which crosses Ray intact
+  because every segpipe error pickles with its type, message and attributes. Finished volumes are reused on a rerun (run fingerprint), like ``segpipe run``.
 """
 
 from __future__ import annotations

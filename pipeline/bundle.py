@@ -27,9 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.bundle_paths import check_name, check_weights, weights_inside
 from segcore.classes import ClassRow
 from segcore.errors import ModelError
 from segcore.hints import did_you_mean
@@ -138,6 +146,9 @@ class ModelSpec(BaseModel):
     # open-vocabulary models (architecture 'openvocab2d'): the text prompts, one per class in
     # id order; `segpipe run --prompts` replaces them (and the class table) per run
     prompts: list[str] | None = None
+
+    _check_name = field_validator("name")(check_name)  # becomes a path component
+    _check_weights = field_validator("weights")(check_weights)  # read from the bundle dir
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -252,6 +263,7 @@ def load_bundle(model: str | Path) -> ModelBundle:
             f"model '{model}': invalid {MODEL_FILE}: {where}: {first['msg']}"
         ) from exc
     bundle = ModelBundle(path=path, spec=spec)
+    weights_inside(path, spec.weights, model=str(model))  # no link out of the bundle
     if not bundle.weights_path.is_file():
         raise ModelError(f"model '{model}': weights file {bundle.weights_path} is missing")
     return bundle

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import zipfile
 from typing import Any
@@ -40,6 +41,8 @@ RECORD_VERSION = 1
 
 FAULT_CRASH = "SEGPIPE_FAULT_CRASH_TILE"  # "<scene id or *>:<flat index>": worker exits once
 FAULT_FAIL = "SEGPIPE_FAULT_FAIL_TILE"  # "<scene id or *>:<flat index>": tile always raises
+
+log = logging.getLogger(__name__)
 
 
 class InjectedFault(RuntimeError):
@@ -81,7 +84,11 @@ def encode_outcome(outcome: TileOutcome) -> bytes:
 
 
 def decode_outcome(data: bytes) -> TileOutcome:
-    """The outcome in a record; ValueError for anything but a record of this version."""
+    """The outcome in a record; ValueError for anything but a record of this version.
+
+    The bytes are untrusted (``--out`` may be a shared disk): they are read as an
+    ``.npz`` archive without pickled objects and one JSON document, never unpickled.
+    """
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             meta = json.loads(archive["meta"].tobytes().decode())
@@ -91,12 +98,13 @@ def decode_outcome(data: bytes) -> TileOutcome:
             cut_ids = archive["cut_ids"] if meta["has_cut_ids"] else None
             patches = [(tuple(n), tuple(a), tuple(b), archive[f"patch_{i}"].tobytes())
                        for i, (n, a, b) in enumerate(meta["patches"])]
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise ValueError(f"not a tile record: {exc}") from exc
-    return TileOutcome(index=tuple(meta["index"]), seconds=float(meta["seconds"]),
-                       worker=str(meta["worker"]), id_offset=int(meta["id_offset"]),
-                       id_count=int(meta["id_count"]), retried=bool(meta["retried"]),
-                       skipped=bool(meta["skipped"]), cut_ids=cut_ids, patches=patches)
+        return TileOutcome(index=tuple(meta["index"]), seconds=float(meta["seconds"]),
+                           worker=str(meta["worker"]), id_offset=int(meta["id_offset"]),
+                           id_count=int(meta["id_count"]), retried=bool(meta["retried"]),
+                           skipped=bool(meta["skipped"]), cut_ids=cut_ids, patches=patches)
+    except (OSError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile,
+            UnicodeDecodeError) as exc:  # a damaged or foreign file under --out
+        raise ValueError(f"not a tile record: {type(exc).__name__}: {exc}") from exc
 
 
 def prepare_records(directory: str | os.PathLike[str] | Location, *, keep: bool) -> None:
@@ -141,10 +149,12 @@ def read_records(directory: str | os.PathLike[str] | Location) -> dict[int, Any]
             except OSError:
                 contents.append(None)
     out: dict[int, Any] = {}
-    for flat, data in zip(found, contents):
+    for (flat, path), data in zip(found.items(), contents):
         try:
             out[flat] = decode_outcome(data) if data is not None else None
-        except ValueError:
+        except ValueError as exc:  # never unpickled: the tile is computed again
+            log.warning("tile record %s ignored (tile computed again): %s", path,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             continue
     return {f: o for f, o in out.items() if o is not None}
 

@@ -5,6 +5,9 @@ Without an address a local runtime starts in-process; with ``address`` (or
 cluster ``ray start`` recorded on this machine). An already initialised runtime
 (tests, notebooks) is reused as it is.
 
+A local runtime listens on the loopback interface only (:func:`loopback_only`): its
+GCS, raylet, agents and workers accept no connection from another machine.
+
 A ``HEAD:PORT`` address is checked with one TCP connection first: Ray itself keeps
 retrying an unreachable address for minutes, while the check fails in seconds with
 a :class:`~segcore.errors.ConfigError` that names the address.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -37,6 +41,33 @@ REACH_TIMEOUT_S = 5.0
 # takes the same setting from `ray start --system-config` (deploy/CLUSTER.md).
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 600_000}
 _LOCAL = ("local", "auto")
+LOOPBACK = "127.0.0.1"
+# Ray reads this when it is imported: "0" makes a node's address the loopback address (as
+# Ray does on macOS and Windows), and Ray's gRPC servers, agents and workers then listen on
+# 127.0.0.1 instead of on every interface. Only right for a runtime nobody joins.
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def loopback_only() -> None:
+    """Make the next local Ray runtime of this process listen on 127.0.0.1 only.
+
+    Sets the variable Ray reads at import (inherited by the processes Ray starts) and,
+    where this process imported Ray already, Ray's copy of it. Call before ``ray.init``
+    of a runtime that no other machine joins; never before joining a cluster, whose
+    nodes must reach this driver.
+    """
+    _single_machine(True)
+
+
+def _single_machine(on: bool) -> None:
+    """Set (or, for joining a cluster, undo) the single-machine node address."""
+    if on:
+        os.environ[_SINGLE_MACHINE_ENV] = "0"
+    elif os.environ.get(_SINGLE_MACHINE_ENV) == "0":
+        del os.environ[_SINGLE_MACHINE_ENV]
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False if on else not constants.IS_WINDOWS_OR_OSX
 
 
 def cluster_endpoint(address: str) -> tuple[str, int] | None:
@@ -94,12 +125,16 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
         if address:
             check_reachable(address)
             kwargs["address"] = address
+            _single_machine(False)  # the cluster's nodes must reach this driver
         else:
             # "local": a fresh runtime even where `ray start` left a cluster address in
             # Ray's temp dir (a bare ray.init() would silently join that cluster).
             kwargs["address"] = "local"
             kwargs["num_cpus"] = num_cpus
             kwargs["_system_config"] = LOCAL_SYSTEM_CONFIG
+            kwargs["_node_ip_address"] = LOOPBACK
+            kwargs["dashboard_host"] = LOOPBACK
+            loopback_only()
             # Local runtime: the pipeline must not need a token file in $HOME.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         try:

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.bundle import OPENVOCAB_ARCHITECTURE, InstanceSpec
+from pipeline.bundle_paths import check_name
 from pipeline.training.data import DATA_KINDS, DataConfig
 from pipeline.training.points import PointSupervision
 from segcore.errors import ConfigError
@@ -73,6 +81,8 @@ class TrainConfig(BaseModel):
     def instance_head(self) -> bool:
         """Whether the network has an instance head (``params.instance_head``)."""
         return bool(self.params.get("instance_head", False))
+
+    _check_name = field_validator("name")(check_name)  # the bundle's name, checked up front
 
     @model_validator(mode="after")
     def _vocabulary_fits_the_architecture(self) -> TrainConfig:

@@ -394,13 +394,28 @@ def test_shared_volume_is_the_rwx_claim_at_one_path_on_every_pod(cluster_specs, 
 
 
 def test_ray_auth_mode_is_the_same_on_every_pod(cluster_specs, rayjob) -> None:
+    """KubeRay's token auth (``authOptions``) sets the mode on every Ray container and the
+    submitter; a container that set RAY_AUTH_MODE itself would differ from the rest."""
     containers = [ray_container(pod) for spec in cluster_specs.values()
                   for pod in pod_specs(spec).values()]
     submitter = rayjob["spec"].get("submitterPodTemplate")
     if submitter:
         containers.append(ray_container(submitter["spec"]))
-    modes = {env_of(c).get("RAY_AUTH_MODE") for c in containers}
-    assert len(modes) == 1 and modes <= {"disabled", "token"}, modes
+    for name, spec in cluster_specs.items():
+        assert spec.get("authOptions") == {"mode": "token"}, name
+    assert [env_of(c)["RAY_AUTH_MODE"] for c in containers if "RAY_AUTH_MODE" in env_of(c)] == []
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def test_kuberay_dashboards_are_on_loopback_or_behind_token_auth(cluster_specs) -> None:
+    for name, spec in cluster_specs.items():
+        params = spec["headGroupSpec"]["rayStartParams"]
+        host = params.get("dashboard-host", "127.0.0.1")  # Ray's default: loopback
+        token = (spec.get("authOptions") or {}).get("mode") == "token"
+        assert host in LOOPBACK_HOSTS or token, f"{name}: dashboard on {host} without a token"
+        assert params.get("include-dashboard") != "false" or host in LOOPBACK_HOSTS
 
 
 def test_rayjob_entrypoint_is_a_segpipe_run_the_cli_accepts(rayjob, cluster_specs) -> None:
@@ -469,6 +484,27 @@ def test_launcher_installs_the_lock_and_the_synced_checkout(launcher) -> None:
     assert f"download.pytorch.org/whl/{docker_args['TORCH_CUDA']}" in lock_cmd
     assert any("python3.11 -m venv" in c for c in setup)
     assert "/shared" in " ".join(setup)
+
+
+def test_launcher_dashboard_is_on_loopback_without_auth(launcher) -> None:
+    """With auth disabled, the head's dashboard (job submission) must not face the network:
+    loopback only, reached through `ray dashboard` (an SSH port-forward)."""
+    head = " ".join(launcher["head_start_ray_commands"])
+    modes = set(re.findall(r"RAY_AUTH_MODE=(\w+)", head))
+    hosts = re.findall(r"--dashboard-host[= ](\S+)", head)
+    dashboard = "--include-dashboard=false" not in head
+    if dashboard and modes != {"token"}:
+        assert hosts and set(hosts) <= LOOPBACK_HOSTS, hosts
+    assert "0.0.0.0" not in head and "--dashboard-host=::" not in head
+    readme = (DEPLOY / "ray" / "README.md").read_text()
+    assert "ray dashboard deploy/ray/cluster.yaml" in readme
+
+
+def test_cluster_guide_keeps_the_dashboard_on_loopback() -> None:
+    guide = (DEPLOY / "CLUSTER.md").read_text()
+    starts = [line for line in guide.splitlines() if "ray start --head" in line]
+    assert starts and all("0.0.0.0" not in line for line in starts)
+    assert "ssh -L 8265:127.0.0.1:8265" in guide
 
 
 def test_launcher_starts_ray_with_one_auth_mode(launcher) -> None:
