@@ -1,7 +1,8 @@
 """Feeding batches to a changing set of actors, with per-batch re-queueing.
 
-Each ready actor holds at most one batch of a run; whichever finishes first takes
-the next (``ray.wait`` over the batches in flight). A batch whose actor died or
+Each ready actor holds at most two batches of a run (one running, one queued behind
+it, so it never waits for the driver between batches); whichever finishes first
+takes the next (``ray.wait`` over the batches in flight). A batch whose actor died or
 became unavailable, or whose result was lost with its node, goes back to the
 front of the queue and runs on another actor: its tiles are computed again and
 rewrite the same chunks with the same bytes (each tile owns its chunks), so no
@@ -14,7 +15,7 @@ actors are replaced while a scene runs.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ class NoWorkerError(RuntimeError):
 
 
 def dispatch(batches: Sequence[Any], members: ActorSet, submit: Submit, on_result: OnResult,
-             *, wait_s: float) -> int:
+             *, wait_s: float, per_actor: int = 2) -> int:
     """Run every batch once to completion; returns how many were re-queued.
 
     Parameters
@@ -48,6 +49,9 @@ def dispatch(batches: Sequence[Any], members: ActorSet, submit: Submit, on_resul
         batch that finished, in completion order.
     wait_s : float
         Longest time without any ready actor before :class:`NoWorkerError`.
+    per_actor : int
+        Batches queued on one actor at once: with two, an actor starts its next batch
+        the moment it finishes one, without waiting for the driver's round trip.
     """
     queue = deque(batches)
     inflight: dict[ray.ObjectRef, tuple[Member, Any]] = {}
@@ -56,13 +60,13 @@ def dispatch(batches: Sequence[Any], members: ActorSet, submit: Submit, on_resul
     requeued = 0
     while queue or inflight:
         members.maintain()
-        busy = {id(m) for m, _ in inflight.values()}
-        for member in members.ready():
-            if not queue:
-                break
-            if id(member) not in busy:
-                batch = queue.popleft()
-                inflight[submit(member.actor, batch)] = (member, batch)
+        held = Counter(id(m) for m, _ in inflight.values())
+        for _ in range(per_actor):  # round-robin: every actor gets one before any gets two
+            for member in members.ready():
+                if queue and held[id(member)] < per_actor:
+                    batch = queue.popleft()
+                    inflight[submit(member.actor, batch)] = (member, batch)
+                    held[id(member)] += 1
         if not inflight:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since > wait_s:
