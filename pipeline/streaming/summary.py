@@ -62,7 +62,9 @@ class ClassTotals:
         self.nodata_pixels += int(counts[k])
         self.pixels += counts[:k]
         sizes = np.asarray(sizes, dtype=np.float64)
-        if sizes.size == 1 or sizes.min() == sizes.max():  # one size (projected grids, voxels)
+        if sizes.shape == lab.shape and sizes.size > 1:  # a size per pixel: no scan for one size
+            self.size += np.bincount(lab.ravel(), weights=sizes.ravel(), minlength=k + 1)[:k]
+        elif sizes.size == 1 or sizes.min() == sizes.max():  # one size (voxels, no CRS)
             self.size += counts[:k] * float(sizes.flat[0])
         elif lab.ndim == 2 and sizes.shape == (lab.shape[0], 1):  # one size per row
             rows = np.arange(lab.shape[0], dtype=np.intp)[:, None] * (k + 1)
