@@ -107,6 +107,23 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
             "address (RAY_ADDRESS), or leave it out to start a local runtime") from None
 
 
+FORWARDED_PREFIXES = ("AWS_",)
+"""Driver variables every worker of a joined cluster gets (``runtime_env``): the standard
+AWS settings that object storage reads, so a user sets them once, where segpipe runs."""
+
+
+def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process) that workers need too.
+
+    Examples
+    --------
+    >>> forwarded_environment({"AWS_REGION": "eu-west-1", "HOME": "/root"})
+    {'AWS_REGION': 'eu-west-1'}
+    """
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> dict:
     """Initialise Ray once and return the cluster's resources.
 
@@ -125,6 +142,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
         if address:
             check_reachable(address)
             kwargs["address"] = address
+            if forwarded := forwarded_environment():  # workers on other nodes read them too
+                kwargs["runtime_env"] = {"env_vars": forwarded}
             _single_machine(False)  # the cluster's nodes must reach this driver
         else:
             # "local": a fresh runtime even where `ray start` left a cluster address in
