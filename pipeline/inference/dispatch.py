@@ -28,6 +28,7 @@ Submit = Callable[[Any, Any], ray.ObjectRef]  # (actor handle, batch) -> result 
 OnResult = Callable[[Member, Any], None]
 
 MAX_ATTEMPTS = 4  # a batch that loses its actor this often fails the run (it kills them)
+DRAIN_TIMEOUT_S = 300.0  # longest wait for the batches in flight when one failed
 
 
 class NoWorkerError(RuntimeError):
@@ -55,6 +56,25 @@ def dispatch(batches: Sequence[Any], members: ActorSet, submit: Submit, on_resul
     """
     queue = deque(batches)
     inflight: dict[ray.ObjectRef, tuple[Member, Any]] = {}
+    try:
+        return _dispatch(queue, inflight, members, submit, on_result, wait_s=wait_s,
+                         per_actor=per_actor)
+    except Exception:
+        # A batch failed the run: the other batches in flight still write
+        # into the scene's store. Wait for them (results and errors ignored) so that the
+        # caller's cleanup of the partial scene is final and nothing recreates it after.
+        _drain(list(inflight))
+        raise
+
+
+def _drain(refs: list[ray.ObjectRef], timeout: float = DRAIN_TIMEOUT_S) -> None:
+    """Wait until ``refs`` finished (or ``timeout`` s passed); their outcomes are ignored."""
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=timeout)
+
+
+def _dispatch(queue: deque, inflight: dict, members: ActorSet, submit: Submit,
+              on_result: OnResult, *, wait_s: float, per_actor: int) -> int:
     attempts: dict[int, int] = {}
     idle_since: float | None = None
     requeued = 0

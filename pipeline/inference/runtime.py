@@ -7,6 +7,8 @@ cluster ``ray start`` recorded on this machine). An already initialised runtime
 
 A local runtime listens on the loopback interface only (:func:`loopback_only`): its
 GCS, raylet, agents and workers accept no connection from another machine.
+Its processes die with this one, even when it is killed with SIGKILL
+(:func:`pipeline.watchdog.guard_children`).
 
 A ``HEAD:PORT`` address is checked with one TCP connection first: Ray itself keeps
 retrying an unreachable address for minutes, while the check fails in seconds with
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from pipeline.watchdog import guard_children
 from segcore.errors import ConfigError
 
 T = TypeVar("T")
@@ -156,6 +159,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
             loopback_only()
             # Local runtime: the pipeline must not need a token file in $HOME.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            guard_children()  # the runtime's agents and workers die with this process
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:

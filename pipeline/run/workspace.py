@@ -3,11 +3,17 @@
 A scene is built in ``DIR/.<scene_id>.partial/`` and becomes ``DIR/<scene_id>/`` only
 when its report is written (:func:`publish`), so a failed run never damages a finished
 scene and ``report.json`` marks a finished one. A killed run leaves its partial
-directory for the next run to resume (:mod:`pipeline.run.resume`).
+directory for the next run to resume (:mod:`pipeline.run.resume`). A run holds the
+scene's lock (:func:`scene_lock`, :mod:`pipeline.run.lock`) from before it looks at
+these directories until it has published or discarded, so a second run on the same
+``DIR`` skips the scene instead of removing the first run's work.
 
 ``DIR`` is a local directory or an ``s3://bucket/prefix`` (:mod:`pipeline.storage`).
-Locally, publishing is a rename. Object storage has no rename: :func:`publish` removes
-the previous result's ``report.json`` first (from then on it is not a finished scene),
+Locally, replacing a previous result is one atomic exchange of the two directories
+(``renameat2`` with ``RENAME_EXCHANGE``, :mod:`pipeline.run.exchange`): the final path
+holds the old complete result until the instant it holds the new one. Where the file
+system cannot exchange, the old result is renamed away just before the new one comes
+in. Object storage has no rename: :func:`publish` removes the previous result's ``report.json`` first (from then on it is not a finished scene),
 copies the new objects server-side, removes objects of the previous result that the
 new one does not have, writes ``report.json`` last and then removes the partial
 prefix. A publish cut short leaves no ``report.json`` and keeps the partial work, so the
@@ -22,11 +28,14 @@ import secrets
 import shutil
 import tempfile
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.formats import Scene
 from pipeline.formats.base import safe_id
+from pipeline.run import lock
+from pipeline.run.exchange import exchange
 from pipeline.storage import StorageError, objects
 from pipeline.storage.access import remove_tree
 from pipeline.storage.location import Location, S3Uri, parse_location
@@ -95,12 +104,30 @@ def publish(workspace: Workspace) -> Location:
         return final
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-        partial.rename(final)
+        if exchange(partial, final):  # the final path never lacks a complete result
+            partial.rename(old)
+        else:  # no atomic exchange here: a moment without a result at the final path
+            final.rename(old)
+            partial.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         partial.rename(final)
     return final
+
+
+def scene_lock(workspace: Workspace) -> AbstractContextManager:
+    """Hold the scene's lock in a local output directory (:mod:`pipeline.run.lock`);
+    nothing for ``s3://`` (object storage has no lock that dies with its owner).
+
+    Raises
+    ------
+    SceneLockedError
+        When another run holds it.
+    """
+    if isinstance(workspace.out_dir, S3Uri):
+        return nullcontext()
+    workspace.out_dir.mkdir(parents=True, exist_ok=True)
+    return lock.scene_lock(workspace.out_dir, workspace.scene.scene_id)
 
 
 def _publish_objects(partial: S3Uri, final: S3Uri) -> None:
