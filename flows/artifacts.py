@@ -88,7 +88,7 @@ def pass_summary(prefix: str, title: str, result: BatchResult, out_dir: Path,
     counts = result.counts()
     keys = publish_batch(prefix, title, result.outcomes, counts, out_dir)
     return {
-        **counts, "exit_code": int(ExitCode.for_failures(counts["failed"])),
+        **counts, "exit_code": int(ExitCode.for_rows(result.outcomes)),
         "model": model, "batch": str(out_dir / "batch.json"), "artifacts": keys,
         "outcomes": [o.model_dump(mode="json", exclude={"figures"}) for o in result.outcomes],
     }

@@ -142,12 +142,15 @@ def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Opt
         _print_outcomes(result, debug)
     finally:
         ray_start.close()  # the local runtime started for this command, if any
-    return ExitCode.for_failures(result.failed), result.outcomes
+    return ExitCode.for_rows(result.outcomes), result.outcomes
 
 
 def _print_outcomes(result, debug: bool) -> None:
     for outcome in result.outcomes:
-        if outcome.ok:
+        if outcome.labels_unusable:  # published without metrics: exit 1
+            err.print(f"[yellow]ok[/]     {outcome.scene_id}  {outcome.seconds:.1f} s  "
+                      f"{outcome.report}; {outcome.reason}", soft_wrap=True)
+        elif outcome.ok:
             err.print(f"[green]ok[/]     {outcome.scene_id}  {outcome.seconds:.1f} s  {outcome.report}")
         else:
             err.print(f"[bold red]failed[/] {outcome.scene_id}: {outcome.reason}", soft_wrap=True)
@@ -255,7 +258,7 @@ def summary_table(report) -> Table:
     unit = "voxels" if volume else "px"
     table = Table(title=f"{report.scene_id}  ({' x '.join(map(str, report.shape))} {unit}, "
                         f"{report.timings_s.total:.1f} s)")
-    metrics = report.metrics
+    metrics = report.scores  # None without labels or when they were unusable
     sem = metrics.semantic.per_class if metrics else {}
     surface = (metrics.surface if metrics else None) or {}
     cols = ["class", unit, "share %", "volume mL" if volume else "area km²", "IoU", "Dice"]
@@ -273,6 +276,8 @@ def summary_table(report) -> Table:
         table.add_row(*row)
     if metrics:
         table.caption = f"mIoU {metrics.semantic.miou:.4f}   Dice {metrics.semantic.dice:.4f}"
+    elif report.metrics_error:
+        table.caption = f"no metrics: labels unusable: {report.metrics_error}"
     return table
 
 
@@ -360,7 +365,9 @@ def _print_pass(result: dict) -> None:
     for o in result["outcomes"]:
         if o["status"] == "ok":
             how = "reused  " if o["reused"] else "computed"
-            err.print(f"[green]ok[/]     {o['scene_id']}  {how}  {o['report']}")
+            note = f"; {o['reason']}" if o["reason"] else ""  # labels unusable
+            err.print(f"[green]ok[/]     {o['scene_id']}  {how}  {o['report']}{note}",
+                      soft_wrap=True)
         else:
             err.print(f"[bold red]failed[/] {o['scene_id']}: {o['reason']}", soft_wrap=True)
     err.print(f"{result['scenes']} scenes: {result['computed']} computed, {result['reused']} "
@@ -396,6 +403,9 @@ def nightly(
     """Serve the nightly schedule (or run one pass with --once): segment every scene in the
     inbox not already finished with the same model and settings."""
     environment.configure(debug)
+    from pipeline.watchdog import guard_children
+
+    guard_children()  # Prefect's temporary server (and Ray's processes) die with this one
     flags = {"inbox": inbox, "out": out, "model": model, "schedule.cron": cron,
              "schedule.timezone": timezone, "run.workers": workers,
              "run.gpus_per_worker": gpus_per_worker, "run.ray_address": ray_address,

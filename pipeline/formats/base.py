@@ -185,6 +185,11 @@ class SceneFormat(Protocol):
         """The report's fields that place the scene in the world (``shape`` first)."""
         ...
 
+    def check_labels(self, path: Path, ingested: Any) -> None:
+        """Validate a label file's header against the scene's grid, reading no pixels
+        (InputError, one line naming the file); runs before inference."""
+        ...
+
     def open_labels(self, path: Path, ingested: Any,
                     group: zarr.Group) -> AbstractContextManager[Truth]:
         """Validate a label file against the scene's grid and open it for reading."""

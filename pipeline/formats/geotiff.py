@@ -199,6 +199,9 @@ class GeoTiffFormat(SuffixFormat):
         return {"shape": list(info.shape), "bands": list(ingested.bands),
                 "crs": info.crs_wkt, "transform": list(info.transform)}
 
+    def check_labels(self, path: Path, ingested: GeoTiffScene) -> None:
+        open_label_raster(path, ingested.info)
+
     @contextmanager
     def open_labels(self, path: Path, ingested: GeoTiffScene,
                     group: zarr.Group) -> Iterator[Truth]:

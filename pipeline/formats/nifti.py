@@ -208,10 +208,20 @@ class NiftiFormat(SuffixFormat):
                            "resampled": ingested.resampled, "policy": options.spacing.value},
         }
 
+    def check_labels(self, path: Path, ingested: VolumeScene) -> None:
+        open_label_volume(path, ingested.info)
+
     @contextmanager
     def open_labels(self, path: Path, ingested: VolumeScene,
                     group: zarr.Group) -> Iterator[Truth]:
-        dtype = copy_label_volume(path, ingested.info, group, chunks=group[SEMANTIC].chunks)
+        try:
+            dtype = copy_label_volume(path, ingested.info, group,
+                                      chunks=group[SEMANTIC].chunks)
+        except BaseException:
+            for name in (TRUTH_SEMANTIC, TRUTH_INSTANCE):  # no half-copied labels are kept
+                if name in group:
+                    del group[name]
+            raise
         yield Truth(group[TRUTH_SEMANTIC], group[TRUTH_INSTANCE], unlabelled_value(dtype),
                     str(path))
 

@@ -5,6 +5,8 @@ Examples
 >>> row = BatchRow.failed("a", "a.tif", reason="a.tif: empty file", kind="geotiff")
 >>> row.status, row.ok, row.model_dump(mode="json")["status"]
 (<Status.FAILED: 'failed'>, False, 'failed')
+>>> row.complete
+False
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.atomic import write_json_atomic, write_text_atomic
 from pipeline.report.model import SceneReport, Status
+
+LABELS_UNUSABLE = "labels unusable"  # the reason's start for a scene published without metrics
 
 
 class BatchRow(BaseModel):
@@ -44,14 +48,26 @@ class BatchRow(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """The scene's segmentation was published (its labels may still be unusable)."""
         return self.status is Status.OK
+
+    @property
+    def labels_unusable(self) -> bool:
+        """Published, but its label file was unusable (``reason`` says why)."""
+        return self.ok and bool(self.reason)
+
+    @property
+    def complete(self) -> bool:
+        """Published, with metrics wherever a label file was given (exit code 0)."""
+        return self.ok and not self.reason
 
     @classmethod
     def from_report(cls, report: SceneReport, report_path: Path, *,
                     reused: bool = False) -> BatchRow:
-        metrics = report.metrics
+        metrics, error = report.scores, report.metrics_error
         return cls(
             scene_id=report.scene_id, input=report.input, status=Status.OK,
+            reason=f"{LABELS_UNUSABLE}: {error}" if error else "",
             seconds=report.timings_s.total, tiles=report.tiles.total,
             miou=metrics.semantic.miou if metrics else None,
             dice=metrics.semantic.dice if metrics else None,
@@ -73,7 +89,7 @@ def headline_figures(report: SceneReport) -> dict[str, float | int | None]:
             out[f"{c.unit.value}.{name}"] = round(c.size, 4)
     for name, n in report.summary.instances.items():
         out[f"instances.{name}"] = n
-    metrics = report.metrics
+    metrics = report.scores
     if metrics is not None:
         for name, scores in metrics.semantic.per_class.items():
             out[f"dice.{name}"] = scores.dice

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 from pipeline.streaming.summary import SizeUnit
 
 __all__ = [
-    "ClassScores", "ClassSize", "PanopticMetrics", "QualityScores", "SceneMetrics",
-    "SceneReport", "SceneSummary", "SeamMetrics", "Seams", "SemanticMetrics", "SizeUnit",
+    "ClassScores", "ClassSize", "MetricsError", "PanopticMetrics", "QualityScores",
+    "SceneMetrics", "SceneReport", "SceneSummary", "SeamMetrics", "Seams", "SemanticMetrics", "SizeUnit",
     "Status", "SurfaceScores", "TileCounts", "Timings",
 ]
 
@@ -145,12 +145,39 @@ class SurfaceScores(_Model):
 
 
 class SceneMetrics(_Sparse):
-    """Metrics against the scene's label file (``surface``: volumes only)."""
+    """Metrics against the scene's label file (``surface``: volumes only).
+
+    ``labels_digest``: SHA-256 of the label file's content (a rerun with the same
+    content reuses these metrics; other labels get new ones without re-inference).
+    """
 
     semantic: SemanticMetrics
     panoptic: PanopticMetrics
     surface: dict[str, SurfaceScores] | None = None
     labels: str
+    labels_digest: str | None = None
+
+    @property
+    def error(self) -> None:
+        """No error: these are scores (see :class:`MetricsError`)."""
+        return None
+
+
+class MetricsError(_Sparse):
+    """``metrics`` of a scene whose label file was unusable: the segmentation is kept.
+
+    ``error`` is one line naming the label file (another grid, a truncated or corrupt
+    file, ...); ``labels`` and ``labels_digest`` as in :class:`SceneMetrics`.
+
+    Examples
+    --------
+    >>> MetricsError(error="t.tif: labels are 2x2 pixels ...", labels="t.tif").error
+    't.tif: labels are 2x2 pixels ...'
+    """
+
+    error: str
+    labels: str
+    labels_digest: str | None = None
 
 
 class SeamMetrics(_Model):
@@ -185,9 +212,19 @@ class SceneReport(BaseModel):
     fingerprint: str
     timings_s: Timings
     summary: SceneSummary
-    metrics: SceneMetrics | None
+    metrics: SceneMetrics | MetricsError | None
     seams: Seams
     outputs: dict[str, str | dict[str, str]]  # file names; ``quicklooks``: caption -> file
+
+    @property
+    def scores(self) -> SceneMetrics | None:
+        """The metrics against the label file; None without labels or when unusable."""
+        return self.metrics if isinstance(self.metrics, SceneMetrics) else None
+
+    @property
+    def metrics_error(self) -> str | None:
+        """Why the label file was unusable (one line), or None."""
+        return self.metrics.error if self.metrics is not None else None
 
     @property
     def grid(self) -> dict[str, Any]:

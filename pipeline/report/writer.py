@@ -39,6 +39,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .swatch{display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle}
+.error{color:#a00}
 figure{display:inline-block;margin:0 1em 1em 0}img{max-width:520px;border:1px solid #aaa}
 """
 
@@ -95,9 +96,13 @@ def render_html(report: SceneReport, colors: dict[str, tuple[int, int, int]],
     """A self-contained human report (images are files beside it)."""
     parts = [f"<h1>segpipe report: {html.escape(report.scene_id)}</h1>", _run_table(report),
              "<h2>Classes</h2>", _class_table(report, colors)]
-    metrics = report.metrics
+    metrics = report.scores
     if metrics:
         parts += _metric_tables(metrics)
+    elif report.metrics_error:
+        reason = html.escape(report.metrics_error)
+        parts += ["<h2>Metrics against labels</h2>",
+                  f'<p class="error">No metrics: the label file was unusable: {reason}</p>']
     instances = report.summary.instances
     if instances:
         parts += ["<h2>Instances</h2>",

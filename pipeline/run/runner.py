@@ -3,7 +3,8 @@
 :func:`run_scene` is the one per-scene runner: ``segpipe run``, the batch, archive and
 nightly flows all call it (the flows pass ``call`` to run each stage as a task). It
 decides reuse once: a scene already finished with the same run fingerprint is not
-run again, and the :class:`SceneResult` says so.
+run again, and the :class:`SceneResult` says so; when only its label file is new or
+changed, its metrics alone are made again (:mod:`pipeline.run.remeasure`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from pipeline.bundle import ModelBundle
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
-from pipeline.run.resume import finished_report, run_fingerprint
+from pipeline.run.remeasure import has_segmentation, reopen_finished
+from pipeline.run.resume import (
+    finished_report,
+    metrics_current,
+    run_fingerprint,
+    try_labels_digest,
+)
 from pipeline.run.stages import (
     SceneState,
     stage_export,
@@ -27,7 +34,7 @@ from pipeline.run.stages import (
     stage_report,
     stage_stitch,
 )
-from pipeline.run.workspace import REPORT, Workspace, discard, publish
+from pipeline.run.workspace import REPORT, Workspace, discard, publish, scene_lock
 from pipeline.storage.location import Location
 
 StageCall = Callable[..., Any]
@@ -56,15 +63,29 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
     interrupt (Ctrl-C) or a kill leaves it for the next run to resume. With
     ``options.resume``, a scene already finished with the same fingerprint
     (:mod:`pipeline.run.resume`) is returned without running (``reused``).
+
+    The scene's lock is held throughout (:func:`~pipeline.run.workspace.scene_lock`):
+    a scene another run is working on raises
+    :class:`~pipeline.run.lock.SceneLockedError` and nothing of it is touched.
     """
+    with scene_lock(workspace):
+        return _run_locked(workspace, bundle, options, pool, call)
+
+
+def _run_locked(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
+                pool: TilePool, call: StageCall) -> SceneResult:
     fingerprint = run_fingerprint(workspace.scene.path, bundle, options)
+    digest = try_labels_digest(workspace.labels)
     report_path = workspace.final / REPORT
     if options.resume:
         finished = finished_report(workspace.final, fingerprint)
-        if finished is not None:  # same input, model and options: nothing to do
-            return SceneResult(finished, report_path, reused=True)
+        if finished is not None and metrics_current(finished, digest):
+            return SceneResult(finished, report_path, reused=True)  # nothing to do
+        if finished is not None and has_segmentation(workspace):  # new labels only
+            return _remeasure(workspace, bundle, options, pool, call, finished,
+                              fingerprint=fingerprint, digest=digest)
     state = SceneState(workspace, bundle, options, fingerprint=fingerprint,
-                       blocks=pool.blocks)
+                       labels_digest=digest, blocks=pool.blocks)
     try:
         call(stage_ingest, state)
         call(stage_infer, state, pool)
@@ -78,3 +99,21 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
         raise
     publish(workspace)
     return SceneResult(report, report_path, reused=False)
+
+
+def _remeasure(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
+               pool: TilePool, call: StageCall, finished: SceneReport, *,
+               fingerprint: str, digest: str | None) -> SceneResult:
+    """Metrics and report of a finished scene against a new label file; no inference
+    (every tile counts as reused). The old result stays until the new one is published."""
+    try:
+        state = reopen_finished(workspace, bundle, options, finished,
+                                fingerprint=fingerprint, labels_digest=digest,
+                                blocks=pool.blocks)
+        call(stage_metrics, state)
+        report = call(stage_report, state)
+    except Exception:
+        discard(workspace)
+        raise
+    publish(workspace)
+    return SceneResult(report, workspace.final / REPORT, reused=False)

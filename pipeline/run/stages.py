@@ -26,6 +26,7 @@ from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.progress import advance_progress, start_progress
 from pipeline.report.model import (
+    MetricsError,
     SceneMetrics,
     SceneReport,
     SceneSummary,
@@ -49,13 +50,13 @@ from pipeline.store import (
     semantic_dtype,
 )
 from pipeline.streaming.metrics import label_metrics
-from pipeline.streaming.panoptic import fuse_scene
+from pipeline.streaming.panoptic import fuse_scene, fusion_stats
 from pipeline.streaming.resample import resample_back
 from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
 from pipeline.streaming.summary import ClassTotals
 from pipeline.streaming.tile_stats import TileStatsSpec, merge_tiles
-from segcore.errors import InputError
-from segcore.panoptic.fusion import FusionStats, PanopticPlan
+from segcore.errors import InputError, SegpipeError
+from segcore.panoptic.fusion import FusionStats, PanopticPlan, decide
 
 STAGE_TIMINGS = ("read", "infer", "stitch", "panoptic", "metrics", "export")
 
@@ -90,7 +91,12 @@ class SceneState:
     # workers counted (pipeline.streaming.tile_stats), so no pass reads the labels back
     tile_totals: ClassTotals | None = None
     tile_stuff: FusionStats | None = None
-    metrics: SceneMetrics | None = None
+    metrics: SceneMetrics | MetricsError | None = None
+    labels_digest: str | None = None  # SHA-256 of the label file's content
+    labels_error: str | None = None  # why the label file is unusable (one line)
+    # a finished scene whose metrics alone are made again (pipeline.run.remeasure): its
+    # report gives the plan's figures, summary and outputs; nothing else is rewritten
+    previous: SceneReport | None = None
     exports: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -150,6 +156,49 @@ def stage_ingest(state: SceneState) -> None:
     state.timings["read"] = state.ingested.seconds
     if not state.resumed:
         mark_ingested(ws.partial, state.fingerprint)
+    check_labels(state)
+
+
+def check_labels(state: SceneState) -> None:
+    """Validate the label file's header against the ingested grid, before inference.
+
+    An unusable label file does not fail the scene: ``state.labels_error`` says why,
+    the segmentation goes on and ``metrics`` becomes ``{"error": ...}``.
+    """
+    labels = state.workspace.labels
+    if labels is None or state.labels_error is not None:
+        return
+    try:
+        state.format.check_labels(labels, state.scene)
+    except (SegpipeError, OSError) as exc:
+        state.labels_error = labels_failure(labels, exc)
+
+
+def labels_failure(labels: object, exc: BaseException) -> str:
+    """One line naming the label file: why it could not be used.
+
+    Examples
+    --------
+    >>> labels_failure("t.tif", InputError("t.tif", "labels must hold integer class ids"))
+    't.tif: labels must hold integer class ids'
+    >>> labels_failure("t.tif", OSError("read failed\\nat byte 12"))
+    't.tif: cannot read the labels: OSError: read failed'
+    """
+    for _ in range(8):  # Ray's task errors carry the worker's error as ``cause``
+        if not isinstance(getattr(exc, "cause", None), BaseException):
+            break
+        exc = exc.cause
+    if isinstance(exc, SegpipeError):
+        text = " ".join(str(exc).split())
+    else:  # the innermost message: GDAL's decoder error sits below rasterio's "Read failed"
+        seen = [exc]
+        while (nxt := seen[-1].__cause__ or seen[-1].__context__) is not None \
+                and nxt not in seen:
+            seen.append(nxt)
+        inner = seen[-1]
+        text = f"cannot read the labels: {type(inner).__name__}: " + \
+            (str(inner).strip().splitlines() or [""])[0]
+    return text if str(labels) in text else f"{labels}: {text}"
 
 
 def _label_array(group: zarr.Group, name: str, *, reuse: bool, **kwargs) -> zarr.Array:
@@ -302,24 +351,48 @@ def stage_panoptic(state: SceneState) -> None:
     state.timings["panoptic"] = time.perf_counter() - start
 
 
-def _seam_tile(state: SceneState) -> tuple[int, ...]:
+def _plan_tiles(state: SceneState) -> tuple[tuple[int, ...], int]:
+    """Tile core (per axis, model grid) and halo of the plan the labels were made with."""
+    if state.plan is not None:
+        return state.plan.grid.tile, state.plan.halo
+    tiles = state.previous.tiles  # a finished scene: its report's plan
+    core = tiles.core or [tiles.tile] * len(state.scene.model_shape)
+    return tuple(core), tiles.halo
+
+
+def _seam_tile(state: SceneState, tile: tuple[int, ...]) -> tuple[int, ...]:
     """Tile-core size on the stored grid (tiles of a model grid scaled back)."""
-    tile, scene = state.plan.grid.tile, state.scene
+    scene = state.scene
     if scene.model_group is None:
         return tile
     return tuple(max(1, round(t * n / m))
                  for t, n, m in zip(tile, scene.shape, scene.model_shape))
 
 
+def _predicted_segments(state: SceneState, group: zarr.Group) -> PanopticPlan:
+    """The prediction's segment plan: the panoptic stage's, or (a finished scene) the
+    same plan decided again from the stored labels (one read pass, nothing written)."""
+    if state.segments is not None:
+        return state.segments
+    spec = state.bundle.spec
+    _, nodata = semantic_dtype(spec.num_classes)
+    sem = group[SEMANTIC]
+    stats = fusion_stats(sem, group[INSTANCE] if state.has_instances else None, group[VALID],
+                         nodata=nodata, block=sem.chunks, blocks=state.blocks)
+    return decide(stats, spec.class_rows, min_stuff_area=spec.min_stuff_area)
+
+
 def _metrics(state: SceneState, labels: Path) -> dict:
     """Semantic, panoptic and the format's own metrics against one label file."""
     group, rows = state.group("r+"), state.bundle.spec.class_rows
+    tile, halo = _plan_tiles(state)
+    pred_plan = _predicted_segments(state, group)
     with state.format.open_labels(labels, state.scene, group) as truth:
         metrics = label_metrics(
             group[SEMANTIC], group[PANOPTIC] if state.has_instances else None, group[VALID],
             truth.semantic, truth.instance, ignore=truth.ignore, classes=rows,
-            pred_plan=state.segments, seam_tile=_seam_tile(state),
-            seam_width=max(state.plan.halo, 1), source=truth.source, blocks=state.blocks)
+            pred_plan=pred_plan, seam_tile=_seam_tile(state, tile),
+            seam_width=max(halo, 1), source=truth.source, blocks=state.blocks)
         metrics.update(state.format.extra_metrics(group, truth, state.scene,
                                                   classes=[(c.id, c.name) for c in rows],
                                                   blocks=state.blocks))
@@ -327,15 +400,31 @@ def _metrics(state: SceneState, labels: Path) -> dict:
 
 
 def stage_metrics(state: SceneState) -> None:
-    """Metrics against the scene's label file, when there is one."""
+    """Metrics against the scene's label file, when there is one.
+
+    A label file that is unusable (refused before inference by :func:`check_labels`,
+    or failing while its pixels are read) never fails the scene: ``metrics`` is then
+    a :class:`MetricsError` naming the file, and the segmentation is published.
+    """
     start = time.perf_counter()
     labels = state.workspace.labels
     if labels is not None:
-        metrics = _metrics(state, labels)
-        state.seams = Seams.model_validate({**state.seams.model_dump(),
-                                            "metrics": metrics.pop("seams")})
-        state.metrics = SceneMetrics.model_validate({**metrics, "labels": str(labels)})
+        state.metrics = _label_metrics(state, labels)
     state.timings["metrics"] = time.perf_counter() - start
+
+
+def _label_metrics(state: SceneState, labels: Path) -> SceneMetrics | MetricsError:
+    ident = {"labels": str(labels), "labels_digest": state.labels_digest}
+    if state.labels_error is None:
+        try:
+            metrics = _metrics(state, labels)
+        except Exception as exc:  # noqa: BLE001 - the segmentation is kept whatever the labels
+            state.labels_error = labels_failure(labels, exc)
+        else:
+            state.seams = Seams.model_validate({**state.seams.model_dump(),
+                                                "metrics": metrics.pop("seams")})
+            return SceneMetrics.model_validate({**metrics, **ident})
+    return MetricsError(error=state.labels_error, **ident)
 
 
 def stage_export(state: SceneState) -> None:
@@ -350,17 +439,27 @@ def stage_export(state: SceneState) -> None:
     state.timings["export"] = time.perf_counter() - start
 
 
+def _tile_counts(state: SceneState) -> TileCounts:
+    """The plan's tiles and what this run did with them (a finished scene whose metrics
+    alone are made again: every tile reused)."""
+    plan, work = state.plan, state.work
+    if plan is None:
+        total = state.previous.tiles.total
+        return state.previous.tiles.model_copy(update={
+            "computed": 0, "reused": total, "retried": 0, "skipped_empty": 0})
+    return TileCounts(total=len(plan.grid), computed=work.computed, reused=work.reused,
+                      retried=work.retried, skipped_empty=work.skipped, tile=plan.tile,
+                      halo=plan.halo, **plan.report_fields())
+
+
 def build_report(state: SceneState, outputs: dict[str, str | dict[str, str]]) -> SceneReport:
     """The scene's :class:`SceneReport` from what the stages learned."""
-    ws, plan, work = state.workspace, state.plan, state.work
+    ws = state.workspace
     timings = {k: round(state.timings.get(k, 0.0), 4) for k in STAGE_TIMINGS}
     grid = state.format.grid_fields(state.scene, state.options)
     return SceneReport(
         scene_id=ws.scene.scene_id, input=str(ws.scene.path), kind=ws.scene.kind,
-        shape=grid.pop("shape"), model=state.bundle.name,
-        tiles=TileCounts(total=len(plan.grid), computed=work.computed, reused=work.reused,
-                         retried=work.retried, skipped_empty=work.skipped, tile=plan.tile,
-                         halo=plan.halo, **plan.report_fields()),
+        shape=grid.pop("shape"), model=state.bundle.name, tiles=_tile_counts(state),
         fingerprint=state.fingerprint,
         timings_s=Timings(**timings, total=round(time.perf_counter() - state.started, 4)),
         summary=state.summary, metrics=state.metrics, seams=state.seams, outputs=outputs,
@@ -368,15 +467,23 @@ def build_report(state: SceneState, outputs: dict[str, str | dict[str, str]]) ->
 
 
 def stage_report(state: SceneState) -> SceneReport:
-    """Quicklooks, ``report.html``, then ``report.json`` (last, atomically)."""
+    """Quicklooks, ``report.html``, then ``report.json`` (last, atomically).
+
+    A finished scene whose metrics alone are made again keeps its quicklooks and
+    outputs (``state.previous``).
+    """
     ws, spec = state.workspace, state.bundle.spec
-    group = state.group()
-    with local_dir(ws.partial) as out_dir:  # uploaded when out is s3://
-        images = state.format.quicklooks(group, group[SEMANTIC], state.scene,
-                                         colors=spec.colors, out_dir=out_dir,
-                                         options=state.options, blocks=state.blocks)
-    outputs = {**state.exports, "zarr": "scene.zarr", "segments": "segments.json",
-               "quicklooks": images}
+    if state.previous is not None:
+        outputs = dict(state.previous.outputs)
+        images = dict(outputs.get("quicklooks") or {})
+    else:
+        group = state.group()
+        with local_dir(ws.partial) as out_dir:  # uploaded when out is s3://
+            images = state.format.quicklooks(group, group[SEMANTIC], state.scene,
+                                             colors=spec.colors, out_dir=out_dir,
+                                             options=state.options, blocks=state.blocks)
+        outputs = {**state.exports, "zarr": "scene.zarr", "segments": "segments.json",
+                   "quicklooks": images}
     report = build_report(state, outputs)
     write_text_atomic(ws.partial / "report.html",
                       render_html(report, dict(zip(spec.class_names, spec.colors)), images))

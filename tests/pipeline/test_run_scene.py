@@ -142,16 +142,14 @@ def test_failed_scene_leaves_finished_result_untouched(scene_factory, tiny_bundl
     assert not ws.partial.exists()
 
 
-def test_labels_on_another_grid_fail_the_scene_clearly(scene_factory, tiny_bundle, tiny_pool,
-                                                       tmp_path):
-    from segcore.errors import InputError
-
+def test_labels_on_another_grid_keep_the_segmentation(scene_factory, tiny_bundle, tiny_pool,
+                                                      tmp_path):
     image, _ = scene_factory("lab-scene", size=(300, 300))
     _, other_labels = scene_factory("lab-other", size=(200, 300))
-    with pytest.raises(InputError, match="share one grid") as info:
-        _run(image, tmp_path, tiny_bundle, tiny_pool, labels=other_labels, tile=256)
-    assert str(other_labels) in str(info.value)
-    assert not (tmp_path / "lab-scene").exists()
+    ws, report = _run(image, tmp_path, tiny_bundle, tiny_pool, labels=other_labels, tile=256)
+    error = report["metrics"]["error"]
+    assert "share one grid" in error and str(other_labels) in error
+    assert (ws.final / "semantic.tif").is_file()
 
 
 def test_missing_crs_fails_with_a_clear_reason(scene_factory, tiny_bundle, tiny_pool, tmp_path):

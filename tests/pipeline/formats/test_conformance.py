@@ -6,7 +6,8 @@ For each format in ``pipeline.formats.FORMATS`` (cases in ``cases.py``):
   classes land on exactly the pixels (voxels) of the input that caused them;
 * bad input (an empty file, a truncated one) gives one line naming the file, fails only
   its own scene, and leaves no partial work;
-* a label file on another grid is refused with one line naming the label file;
+* a label file on another grid is refused before inference with one line naming the
+  label file (``metrics.error``), and the segmentation is still published;
 * resume after an interrupt reuses the finished tiles and gives byte-identical arrays;
 * seamless tiling: a convolutional model tiled small agrees with one tile on >= 99.99 %.
 """
@@ -24,7 +25,6 @@ from pipeline.options import RunOptions
 from pipeline.progress import progress_sink
 from pipeline.run import Workspace, run_scene
 from pipeline.store import INSTANCE, PANOPTIC, SEMANTIC, open_store
-from segcore.errors import InputError
 from tests.pipeline.formats.cases import CASES, conv_bundle, smooth_data, spot_bundle, spot_data
 
 FORMAT_NAMES = sorted(FORMATS)
@@ -114,9 +114,15 @@ def test_labels_on_another_grid_are_refused_in_one_line(fmt, models, tmp_path):
     path = fmt.write(tmp_path / f"scene{fmt.suffix}", data)
     other = tuple(n - 2 for n in fmt.shape)
     labels = fmt.write(tmp_path / f"labels{fmt.suffix}", np.zeros(other, data.dtype))
-    with pytest.raises(InputError) as info:
-        _run(fmt, models, "spot", path, tmp_path / "out", labels=labels, tile=fmt.tile)
-    assert "\n" not in str(info.value) and str(labels) in str(info.value)
+    ws, result = _run(fmt, models, "spot", path, tmp_path / "out", labels=labels,
+                      tile=fmt.tile)
+    error = result.report.metrics_error
+    assert error is not None and "\n" not in error and str(labels) in error, error
+    assert result.report.to_json()["metrics"] == {
+        "error": error, "labels": str(labels),
+        "labels_digest": result.report.metrics.labels_digest}
+    assert (ws.final / result.report.outputs[SEMANTIC]).is_file()  # segmentation kept
+    assert result.report.tiles.computed == result.report.tiles.total
 
 
 class _InterruptAfter:
