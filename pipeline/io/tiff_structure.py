@@ -5,7 +5,8 @@ fails on the first read. :func:`check_tiff_structure` reads the first image file
 directory (IFD: the full-resolution image of a GeoTIFF or COG) of classic and
 BigTIFF files in either byte order and reports one clear
 :class:`~segcore.errors.InputError` for: a file that is not a TIFF (naming what
-it is), absurd header sizes, bands of differing sample types, a block table that
+it is), absurd header sizes, bands of differing sample types, text tags GDAL parses
+(GeoAsciiParams, GDAL_METADATA, GDAL_NODATA) that are not UTF-8, a block table that
 does not match the declared size, and truncation (any tile or strip whose
 ``offset + byte count`` lies beyond the end of the file; one vectorised pass,
 milliseconds for a 16384 x 16384 x 3 scene). Internal overviews and masks are
@@ -40,6 +41,7 @@ _INT_CODES = {1: "u1", 3: "u2", 4: "u4", 16: "u8"}  # BYTE, SHORT, LONG, LONG8
 (_WIDTH, _HEIGHT, _BITS, _STRIP_OFFSETS, _SAMPLES, _ROWS_PER_STRIP, _STRIP_COUNTS, _PLANAR,
  _TILE_W, _TILE_H, _TILE_OFFSETS, _TILE_COUNTS, _FORMAT) = (
     256, 257, 258, 273, 277, 278, 279, 284, 322, 323, 324, 325, 339)
+_TEXT_TAGS = {34737: "GeoAsciiParams", 42112: "GDAL_METADATA", 42113: "GDAL_NODATA"}
 
 
 class _Ifd:
@@ -90,6 +92,20 @@ class _Ifd:
         self.fh.seek(offset)
         return np.frombuffer(self.fh.read(nbytes), dtype=dtype).astype(np.uint64)
 
+    def text(self, tag: int) -> bytes | None:
+        """The raw bytes of a tag of 1-byte values (ASCII, BYTE, UNDEFINED), else None."""
+        typ, count, inline = self.entries[tag]
+        if typ not in (1, 2, 7):
+            return None
+        if count <= len(inline):
+            return inline[:count]
+        (offset,) = struct.unpack(self.order + ("Q" if self.big else "I"), inline)
+        if offset + count > self.size:
+            self.fail(f"truncated: file is {self.size} bytes but the text of tag {tag} "
+                      f"extends to byte {offset + count}")
+        self.fh.seek(offset)
+        return self.fh.read(count)
+
     def scalar(self, tag: int, default: int | None = None) -> int:
         return int(self.values(tag, default)[0])
 
@@ -107,6 +123,7 @@ def check_tiff_structure(path: str, fh: BinaryIO, size: int) -> None:
         raise InputError(path, f"truncated: file is {size} bytes, shorter than a TIFF header")
     ifd = _Ifd(path, fh, size, order, big)
     ifd.load(struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0])
+    _check_text_tags(ifd)
     width, height, samples = ifd.scalar(_WIDTH), ifd.scalar(_HEIGHT), ifd.scalar(_SAMPLES, 1)
     _check_header_sizes(path, width, height, samples)
     bits = ifd.values(_BITS, 1)
@@ -128,6 +145,20 @@ def check_tiff_structure(path: str, fh: BinaryIO, size: int) -> None:
         raise InputError(path, f"truncated: file is {size} bytes but block data extends to "
                          f"{end} ({int(beyond.sum())} of {len(ends)} blocks lie beyond the "
                          "end); the download or copy was probably cut short")
+
+
+def _check_text_tags(ifd: _Ifd) -> None:
+    """The text tags GDAL parses must be UTF-8: GDAL quotes them in its error messages,
+    and a message that is not UTF-8 ends in a traceback inside rasterio's log handler."""
+    for tag, name in _TEXT_TAGS.items():
+        raw = ifd.text(tag) if tag in ifd.entries else None
+        if raw is None:
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            ifd.fail(f"corrupt GeoTIFF: tag {tag} ({name}) holds bytes that are not text "
+                     f"(byte {exc.start} of {len(raw)}); the file is damaged")
 
 
 def _check_header_sizes(path: str, width: int, height: int, samples: int) -> None:

@@ -113,7 +113,8 @@ def _parse_header(path: str, block: bytes) -> Nifti1Header:
     klass = _HEADERS[version]
     try:
         return klass(block[: klass.sizeof_hdr], check=True)
-    except (HeaderDataError, ValueError, TypeError) as exc:
+    except (HeaderDataError, ValueError, TypeError, OverflowError) as exc:
+        # OverflowError: nibabel's own check of an infinite vox_offset
         raise InputError(path, f"invalid NIfTI-{version} header: {exc}") from exc
 
 
@@ -174,7 +175,7 @@ def _describe(path: str, hdr: Nifti1Header, compressed: bool) -> VolumeInfo:
     if None in axcodes:
         raise InputError(path, f"affine has no clear axis orientation ({axcodes}): "
                          f"{affine.tolist()}")
-    unit = hdr.get_xyzt_units()[0]
+    unit = _spatial_unit(path, hdr)
     zooms = [float(z) * _UNIT_TO_MM.get(unit, 1.0) for z in hdr.get_zooms()[:3]]
     if not all(math.isfinite(z) and z > 0 for z in zooms):  # fall back to the affine
         zooms = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
@@ -186,6 +187,15 @@ def _describe(path: str, hdr: Nifti1Header, compressed: bool) -> VolumeInfo:
         qform_code=int(hdr["qform_code"]), sform_code=int(hdr["sform_code"]),
         xyz_unit=str(unit), header=hdr.binaryblock,
     )
+
+
+def _spatial_unit(path: str, hdr: Nifti1Header) -> str:
+    """The header's spatial unit (``"mm"``, ...), or InputError for an unknown code."""
+    try:
+        return str(hdr.get_xyzt_units()[0])
+    except KeyError as exc:
+        raise InputError(path, f"invalid NIfTI header: xyzt_units {int(hdr['xyzt_units'])} "
+                         "holds no known space/time unit codes; the header is corrupt") from exc
 
 
 def _check_shape(path: str, hdr: Nifti1Header) -> tuple[int, ...]:
@@ -246,8 +256,18 @@ def _data_bytes(hdr: Nifti1Header) -> int:
     return math.prod(int(d) for d in hdr.get_data_shape()) * hdr.get_data_dtype().itemsize
 
 
+def _data_offset(path: str, hdr: Nifti1Header) -> int:
+    """vox_offset as bytes, or InputError when it is not a finite number (NIfTI-1 stores
+    it as a float)."""
+    raw = float(hdr["vox_offset"])
+    if not math.isfinite(raw):
+        raise InputError(path, f"invalid NIfTI header: vox_offset is {raw}; expected the "
+                         "byte offset of the image data")
+    return int(hdr.get_data_offset())
+
+
 def _check_size(path: str, hdr: Nifti1Header, compressed: bool, file_size: int) -> None:
-    offset, declared = int(hdr.get_data_offset()), _data_bytes(hdr)
+    offset, declared = _data_offset(path, hdr), _data_bytes(hdr)
     what = f"dims {hdr.get_data_shape()} of {hdr.get_data_dtype().newbyteorder('=').name}"
     limit = file_size * GZIP_MAX_RATIO + 4096 if compressed else file_size
     if declared > MAX_IMAGE_BYTES or (compressed and offset + declared > limit):
