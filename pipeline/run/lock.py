@@ -44,13 +44,14 @@ class SceneLockedError(SegpipeError, RuntimeError):
     ----------
     scene_id : str
         The locked scene.
-    owner : LockOwner or None
-        Who holds it (None when its lock file could not be read).
+    owner : LockOwner, str or None
+        Who holds it (a description as text is kept as it is; None when its lock file
+        could not be read).
     """
 
     def __init__(self, scene_id: str, owner: LockOwner | None) -> None:
         self.scene_id, self.owner = scene_id, owner
-        who = owner.describe() if owner else "another run"
+        who = owner.describe() if isinstance(owner, LockOwner) else (owner or "another run")
         super().__init__(f"{scene_id}: skipped, locked by {who}; another segpipe run is "
                          "working on it (rerun once it has finished)")
 

@@ -55,7 +55,9 @@ def test_an_unusable_out_is_exit_2_with_one_line(scene, tmp_path, kind):
     assert f"--out {out}" in _one_line(proc.stderr)
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "auto"])
+# Not "auto": it joins any Ray runtime running on this machine (Ray finds its GCS process),
+# such as the test session's own, so its outcome depends on what else runs here.
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
 def test_no_cluster_at_the_address_is_exit_2_within_seconds(scene, tmp_path, address):
     address = address.format(port=_closed_port())
     proc, seconds = _segpipe("run", scene, "--model", "demo-satellite", "--out",
