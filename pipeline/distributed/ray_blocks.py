@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import ray
 
 from pipeline.blockmap import contiguous_groups
+from pipeline.heap import release_free_memory
 
 R = TypeVar("R")
 _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
@@ -28,7 +29,11 @@ _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to a
 
 def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[str, list[Any]]:
     node = ray.get_runtime_context().get_node_id()
-    return node, [fn(item, *shared) for item in items]
+    results = []
+    for item in items:
+        results.append(fn(item, *shared))
+        release_free_memory()  # the worker lives on: its memory stays flat over the blocks
+    return node, results
 
 
 _remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)

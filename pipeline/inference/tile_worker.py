@@ -21,7 +21,6 @@ After a tile's chunks are written its completion record is written
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import socket
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.bundle import load_bundle
+from pipeline.heap import release_free_memory
 from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
@@ -120,7 +120,7 @@ class TileWorker:
                                               records, attempts[i], inputs[i][1], stats, nodata))
         results = [w.result() for w in writes]
         per_tile = (time.perf_counter() - start) / max(len(tiles), 1)
-        _release_free_memory()
+        release_free_memory()  # arenas of the decode threads: flat memory over many tiles
         return [TileOutcome(**{**r, "seconds": per_tile}) for r in results]
 
     def _begin(self, grid: TileGrid, tile: Tile, records: str | None, scene_id: str,
@@ -200,26 +200,3 @@ class TileWorker:
         """Stop the I/O threads (a worker in the command's own process)."""
         self._stores.clear()
         self._io.shutdown(wait=True)
-
-
-def _release_free_memory() -> None:
-    """Give freed heap back to the OS after each batch (glibc ``malloc_trim``).
-
-    Zarr's decode threads and torch allocate from several malloc arenas; without
-    trimming, the arenas' free space accumulates over thousands of tiles and a
-    worker's resident memory creeps up with the scene size instead of staying flat.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _load_libc()

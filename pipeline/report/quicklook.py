@@ -62,12 +62,16 @@ def strided_window(pixels: np.ndarray, start: tuple[int, int], step: int
 
     Examples
     --------
-    >>> part, at = strided_window(np.arange(100).reshape(10, 10), (3, 4), 4)
+    >>> window = np.arange(100).reshape(10, 10)
+    >>> part, at = strided_window(window, (3, 4), 4)
     >>> part.tolist(), at
     ([[10, 14, 18], [50, 54, 58], [90, 94, 98]], (1, 1))
+    >>> np.shares_memory(part, window)  # a copy: the window can be freed
+    False
     """
     offsets = [(-s) % step for s in start]
-    part = pixels[..., offsets[0]::step, offsets[1]::step]
+    # a copy: a strided view would keep the whole window alive as long as the part
+    part = pixels[..., offsets[0]::step, offsets[1]::step].copy()
     return part, tuple((s + o) // step for s, o in zip(start, offsets))
 
 
