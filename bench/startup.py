@@ -111,8 +111,8 @@ def _child() -> None:
             events["pool"].append(time.time())
             from flows import batch
 
-            if "scenes" not in getattr(batch.segment_scenes, "__name__", ""):
-                pool.shutdown = stamp("pool_shutdown", pool.shutdown)
+            if "pool_shutdown" not in events and not hasattr(batch.segment_scenes, "__wrapped__"):
+                pool.shutdown = stamp("pool_shutdown", pool.shutdown)  # once, whichever path
                 batch.segment_scenes = stamp("scenes", batch.segment_scenes)
             return pool
 

@@ -1,6 +1,6 @@
 """The model in the command's own process: small runs without a Ray runtime.
 
-Starting a local Ray runtime and its actors costs several seconds (about 10 s on two
+Starting a local Ray runtime and its actors costs several seconds (12-14 s on two
 cores, measured in ``bench/startup.py``), more than a small scene takes. A
 :class:`LocalPool` runs the same :class:`~pipeline.inference.tile_worker.TileWorker`
 in this process instead and hands the block passes to threads
