@@ -169,7 +169,7 @@ def measure(name: str, bundle, *, device: str, size: int, tile: int | None, batc
     busy = kernel_seconds(predictor, windows, batch) if cuda else None
     pixels = sum(w.shape[1] * w.shape[2] for w in windows) / len(windows)
     heads = bundle.spec.num_classes + (3 if predictor.has_instances else 0)  # centre + offsets
-    to_host = sum(p.semantic.nbytes + (p.instance.nbytes if p.instance is not None else 0)
+    to_host = sum(p.semantic.nbytes + (p.offsets.nbytes if p.offsets is not None else 0)
                   for p in predictions) / len(predictions)
     return {"model": name, "device": str(predictor.device), "tiles": len(windows),
             "window": f"{windows[0].shape[1]}x{windows[0].shape[2]}",

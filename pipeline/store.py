@@ -31,7 +31,7 @@ from pipeline.storage.zarr_stores import zarr_store
 IMAGE = "image"
 VALID = "valid"
 SEMANTIC = "semantic"
-INSTANCE_RAW = "instance_raw"  # per-tile global ids before stitching (uint64)
+OFFSETS = "instance_offsets"  # (ndim, *S) float32 pixel-to-centre vectors of thing pixels
 INSTANCE = "instance"
 PANOPTIC = "panoptic"
 _COMPRESSORS = (ZstdCodec(level=3),)
@@ -81,6 +81,19 @@ def create_label_array(
     return group.create_array(
         name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
         compressors=_COMPRESSORS, overwrite=True,
+    )
+
+
+def create_offsets_array(group: zarr.Group, *, chunks: tuple[int, ...],
+                         reuse: bool = False) -> zarr.Array:
+    """The instance head's offsets ``(ndim, *shape)`` float32, one chunk per tile core
+    (every axis's vectors together); a killed run's array when ``reuse``."""
+    shape = group[VALID].shape
+    if reuse and OFFSETS in group and group[OFFSETS].shape == (len(shape), *shape):
+        return group[OFFSETS]
+    return group.create_array(
+        OFFSETS, shape=(len(shape), *shape), chunks=(len(shape), *chunks), dtype="float32",
+        fill_value=0.0, compressors=_COMPRESSORS, overwrite=True,
     )
 
 

@@ -41,7 +41,7 @@ _remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)
 
 _SEEN: dict[str, set[str]] = {}
 _PASS_MODULES = ("pipeline.formats", "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
-                 "pipeline.streaming.stitching", "pipeline.report.quicklook", "pipeline.io.cog")
+                 "pipeline.streaming.centres", "pipeline.report.quicklook", "pipeline.io.cog")
 
 
 def _import_pass_modules() -> str:

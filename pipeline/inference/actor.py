@@ -12,9 +12,9 @@ import os
 import ray
 import torch
 
-from pipeline.inference.tile_worker import TileWorker, id_offset
+from pipeline.inference.tile_worker import TileWorker
 
-__all__ = ["RayTileWorker", "RemoteTileWorker", "id_offset"]
+__all__ = ["RayTileWorker", "RemoteTileWorker"]
 
 
 class RayTileWorker(TileWorker):

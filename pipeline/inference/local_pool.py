@@ -121,7 +121,7 @@ class LocalPool:
             result = future.result()  # a batch's own error fails the run
             if on_outcomes is not None:
                 on_outcomes(result)
-            outcomes.extend(replace(o, patches=[], cut_ids=None) for o in result)
+            outcomes.extend(replace(o, centres=None, scores=None) for o in result)
             if progress is not None:
                 progress(len(result))
 

@@ -217,8 +217,8 @@ class WorkerPool:
         """Process the tiles ``indices`` (default: all) of ``grid`` for one store; returns one
         outcome per tile.
 
-        ``on_outcomes`` sees each finished batch as it arrives (the instance stitcher
-        consumes the boundary records there, so they are not all held at once).
+        ``on_outcomes`` sees each finished batch as it arrives (the centre collector
+        keeps each tile's centre peaks there).
         ``records``: directory for tile completion records (resume). Fault-injection
         variables (``SEGPIPE_FAULT_*``) of the driver's environment are passed on.
         A batch whose actor dies runs again on another actor (each tile once in the
@@ -244,7 +244,7 @@ class WorkerPool:
                 member.node = worker_node(result[0].worker)  # moves if Ray restarted it
             if on_outcomes is not None:
                 on_outcomes(result)
-            outcomes.extend(replace(o, patches=[], cut_ids=None) for o in result)
+            outcomes.extend(replace(o, centres=None, scores=None) for o in result)
             if progress is not None:
                 progress(len(result))
 

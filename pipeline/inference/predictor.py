@@ -14,15 +14,23 @@ import torch
 from pipeline.bundle import ModelBundle
 from segcore.errors import ModelError
 from segcore.geometry.padding import pad_to_multiple
-from segcore.instances.grouping import group_instances
+from segcore.instances.grouping import find_centres
 
 
 @dataclass(frozen=True)
 class TilePrediction:
-    """Labels of one tile window: class ids and tile-local instance ids (0 = none)."""
+    """What one tile window's model output becomes on the device before it is copied back.
+
+    Class ids for every model; for an instance head, what the scene-wide centre pass
+    needs (:mod:`segcore.instances.centres`): the heatmap peaks of the window and the
+    offsets of its thing pixels. Instance ids are given later, once the whole scene's
+    centres are known, so they never depend on the tiling.
+    """
 
     semantic: np.ndarray  # (*S) uint8/uint16, nodata where the input is invalid
-    instance: np.ndarray | None  # (*S) int32 local ids, None for semantic-only models
+    centres: np.ndarray | None = None  # (n, ndim) int64 peaks, window coordinates
+    scores: np.ndarray | None = None  # (n,) float32 heatmap values at the peaks
+    offsets: np.ndarray | None = None  # (ndim, *S) float32 on thing pixels, 0 elsewhere
 
 
 _DENSE_HEADS = ("semantic", "center", "offset")
@@ -176,8 +184,9 @@ class TilePredictor:
                 ) -> list[TilePrediction]:
         """Labels of same-shape ``(normalised input, valid)`` tiles, computed on the device.
 
-        Argmax, nodata and instance grouping run where the model ran; only the class
-        ids (uint8/uint16) and instance ids (int32) are copied to the host.
+        Argmax, nodata and the centre peaks run where the model ran; only the class ids
+        (uint8/uint16) and, for an instance head, the peaks and the thing pixels'
+        offsets are copied to the host (never the logits).
         """
         heads = self._heads([x for x, _ in items])
         valid = self._to_device("valid", [v for _, v in items])
@@ -187,24 +196,28 @@ class TilePredictor:
         copies = [semantic.to("cpu", non_blocking=True)]
         if self.has_instances:
             things = torch.isin(semantic, self._thing_ids.to(semantic.dtype)) & valid
-            copies.append(torch.stack([self._instances(heads, things, i)
-                                       for i in range(len(items))]).to("cpu", non_blocking=True))
+            offsets = torch.where(things.unsqueeze(1), heads["offset"].float(), 0.0)
+            peaks = [self._centres(heads["center"][i]) for i in range(len(items))]
+            copies.append(offsets.to("cpu", non_blocking=True))
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()  # the copies have landed
         labels = copies[0].numpy()
         labels = labels.astype(np.uint16) if wide else labels
-        instances = copies[1].numpy() if self.has_instances else None
-        return [TilePrediction(labels[i], None if instances is None else instances[i])
-                for i in range(len(items))]
+        if not self.has_instances:
+            return [TilePrediction(labels[i]) for i in range(len(items))]
+        offsets = copies[1].numpy()
+        return [TilePrediction(labels[i], centres.cpu().numpy(), scores.cpu().numpy(),
+                               offsets[i])
+                for i, (centres, scores) in enumerate(peaks)]
 
-    def _instances(self, heads: dict[str, torch.Tensor], things: torch.Tensor,
-                   i: int) -> torch.Tensor:
-        """Tile ``i``'s local instance ids ``(*S)`` int32 (on the device)."""
+    def _centres(self, heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Peaks ``(n, ndim)`` int64 of one window's heatmap ``(1, *S)`` and their values
+        ``(n,)`` float32 (on the device). ``top_k`` applies to the whole scene, later."""
         grouping = self.bundle.spec.instances
-        return group_instances(
-            heads["center"][i].float(), heads["offset"][i].float(), things[i],
-            threshold=grouping.threshold, nms_kernel=grouping.nms_kernel, top_k=grouping.top_k,
-        ).to(torch.int32)
+        heat = heat.float()[0]
+        centres = find_centres(heat, threshold=grouping.threshold,
+                               nms_kernel=grouping.nms_kernel)
+        return centres, heat[tuple(centres.T)]
 
     def _batches(self, by_shape: dict[tuple[int, ...], list[int]],
                  inputs: list[np.ndarray]) -> list[list[int]]:

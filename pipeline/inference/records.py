@@ -5,12 +5,11 @@ An actor writes a tile's core chunks first and only then its record
 object on object storage, so a record is either whole or absent). A tile without a
 record is computed again, so a tile killed half-way through its writes is never taken
 as done. The record holds the tile's :class:`~pipeline.streaming.tile_outcome.TileOutcome`
-(id range, cut ids, boundary patches), which a resumed run feeds to the instance
-stitcher as if the tile had just finished, so the stitched result is the same.
+(for instance models, the centre peaks of its core), which a resumed run feeds to the
+scene's centre list as if the tile had just finished, so the result is the same.
 
 Records are ``.npz`` archives read with ``allow_pickle=False``: the scalar fields as
-one JSON document, the cut ids as an array and each boundary patch's packed bytes as a
-``uint8`` array (:func:`encode_outcome`). Nothing under an output directory is ever
+one JSON document, the centres and their scores as arrays (:func:`encode_outcome`). Nothing under an output directory is ever
 unpickled; a record in any other format (an older run's pickle) is ignored and its
 tile computed again.
 
@@ -37,7 +36,7 @@ from pipeline.storage.location import Location, S3Uri, parse_location
 from pipeline.streaming.tile_outcome import TileOutcome
 
 DONE, STARTED, CRASHED = ".done", ".started", ".crashed"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: centre peaks (1: overlap-stitching patches)
 
 FAULT_CRASH = "SEGPIPE_FAULT_CRASH_TILE"  # "<scene id or *>:<flat index>": worker exits once
 FAULT_FAIL = "SEGPIPE_FAULT_FAIL_TILE"  # "<scene id or *>:<flat index>": tile always raises
@@ -58,26 +57,20 @@ def encode_outcome(outcome: TileOutcome) -> bytes:
 
     Examples
     --------
-    >>> o = TileOutcome(index=(1, 2), seconds=0.5, worker="w", id_offset=7, id_count=2,
-    ...                 cut_ids=np.array([8], np.uint64), patches=[((1, 3), (0, 5), (4, 9), b"z")])
+    >>> o = TileOutcome(index=(1, 2), seconds=0.5, worker="w",
+    ...                 centres=np.array([[3, 4]]), scores=np.array([0.7], np.float32))
     >>> back = decode_outcome(encode_outcome(o))
-    >>> back.index, back.patches, back.cut_ids.tolist(), back.id_offset
-    ((1, 2), [((1, 3), (0, 5), (4, 9), b'z')], [8], 7)
+    >>> back.index, back.centres.tolist(), back.scores.dtype.name
+    ((1, 2), [[3, 4]], 'float32')
     """
-    def ints(values) -> list[int]:
-        return [int(v) for v in values]
-
-    meta = {"version": RECORD_VERSION, "index": ints(outcome.index),
+    meta = {"version": RECORD_VERSION, "index": [int(v) for v in outcome.index],
             "seconds": float(outcome.seconds), "worker": str(outcome.worker),
-            "id_offset": int(outcome.id_offset), "id_count": int(outcome.id_count),
             "retried": bool(outcome.retried), "skipped": bool(outcome.skipped),
-            "has_cut_ids": outcome.cut_ids is not None,
-            "patches": [[ints(n), ints(a), ints(b)] for n, a, b, _ in outcome.patches]}
+            "has_centres": outcome.centres is not None}
     arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-    if outcome.cut_ids is not None:
-        arrays["cut_ids"] = np.asarray(outcome.cut_ids)
-    for i, (*_, packed) in enumerate(outcome.patches):
-        arrays[f"patch_{i}"] = np.frombuffer(bytes(packed), dtype=np.uint8)
+    if outcome.centres is not None:
+        arrays["centres"] = np.asarray(outcome.centres, np.int64)
+        arrays["scores"] = np.asarray(outcome.scores, np.float32)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -95,13 +88,18 @@ def decode_outcome(data: bytes) -> TileOutcome:
             if meta.get("version") != RECORD_VERSION:
                 raise ValueError(f"record version {meta.get('version')!r}, "
                                  f"expected {RECORD_VERSION}")
-            cut_ids = archive["cut_ids"] if meta["has_cut_ids"] else None
-            patches = [(tuple(n), tuple(a), tuple(b), archive[f"patch_{i}"].tobytes())
-                       for i, (n, a, b) in enumerate(meta["patches"])]
-        return TileOutcome(index=tuple(meta["index"]), seconds=float(meta["seconds"]),
-                           worker=str(meta["worker"]), id_offset=int(meta["id_offset"]),
-                           id_count=int(meta["id_count"]), retried=bool(meta["retried"]),
-                           skipped=bool(meta["skipped"]), cut_ids=cut_ids, patches=patches)
+            index = tuple(int(v) for v in meta["index"])
+            centres = scores = None
+            if meta["has_centres"]:
+                centres, scores = archive["centres"], archive["scores"]
+                if (centres.dtype != np.int64 or centres.ndim != 2
+                        or centres.shape[1] != len(index) or scores.dtype != np.float32
+                        or scores.shape != (len(centres),)):
+                    raise ValueError(f"record centres {centres.dtype}{centres.shape}, "
+                                     f"scores {scores.dtype}{scores.shape}")
+        return TileOutcome(index=index, seconds=float(meta["seconds"]),
+                           worker=str(meta["worker"]), retried=bool(meta["retried"]),
+                           skipped=bool(meta["skipped"]), centres=centres, scores=scores)
     except (OSError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile,
             UnicodeDecodeError) as exc:  # a damaged or foreign file under --out
         raise ValueError(f"not a tile record: {type(exc).__name__}: {exc}") from exc

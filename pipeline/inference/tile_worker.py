@@ -9,7 +9,9 @@ Each core is exactly one chunk of every output array, so no two actors ever
 write the same chunk; pixels never travel through the driver or Ray's object
 store. For instance models the actor also returns what cross-tile stitching
 needs: its id range, the ids cut at its halo limit, and its own labels over
-each neighbour's core (at most halo x tile side pixels per neighbour).
+For instance models the worker also writes the thing pixels' offsets of its core and
+returns the centre peaks found in its core (scene coordinates), from which the scene's
+instances are made once every tile has finished (:mod:`pipeline.streaming.centres`).
 
 Keeping the model fed: a batch is split into two or more model calls; two I/O
 threads read the next tiles while the model runs and write finished ones
@@ -34,31 +36,16 @@ from pipeline.bundle import load_bundle
 from pipeline.heap import release_free_memory
 from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
-from pipeline.store import IMAGE, INSTANCE_RAW, SEMANTIC, VALID, open_store
-from pipeline.streaming.tile_outcome import TileOutcome, pack_patch
+from pipeline.store import IMAGE, OFFSETS, SEMANTIC, VALID, open_store
+from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec, count_core
 from segcore.geometry.grid import Tile, TileGrid
-from segcore.labels.stitch import (
-    core_instances,
-    halo_cut_ids,
-    neighbour_overlaps,
-    offset_ids,
-)
 
 
 def injected_faults() -> dict[str, str]:
     """``SEGPIPE_FAULT_*`` settings of this process (tests; README "Faults")."""
     env = {"crash": rec.FAULT_CRASH, "fail": rec.FAULT_FAIL, "delay_s": "SEGPIPE_FAULT_DELAY_S"}
     return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
-
-
-def id_offset(grid: TileGrid, index: tuple[int, ...]) -> int:
-    """First global instance id of a tile, minus one: ``flat index x pixels per core``.
-
-    A core cannot hold more instances than pixels, so ranges never overlap.
-    """
-    flat = grid.flat_index(index)
-    return flat * int(np.prod(grid.tile))
 
 
 class TileWorker:
@@ -163,10 +150,11 @@ class TileWorker:
                          "retried": retried, "skipped": pred is None}
         if pred is not None:
             group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
-            if pred.instance is not None:
-                outcome.update(self._write_instances(group, grid, tile, pred.instance))
+            if pred.offsets is not None:
+                outcome.update(self._write_centres(group, tile, pred))
         elif self.predictor.has_instances:
-            outcome["id_offset"] = id_offset(grid, tile.index)
+            outcome["centres"] = np.zeros((0, len(grid.shape)), np.int64)
+            outcome["scores"] = np.zeros(0, np.float32)
         if records:
             flat = grid.flat_index(tile.index)
             rec.write_record(records, flat, TileOutcome(**outcome))
@@ -179,18 +167,20 @@ class TileWorker:
         return outcome
 
     @staticmethod
-    def _write_instances(group, grid: TileGrid, tile: Tile, local: np.ndarray) -> dict:
-        ids, count = core_instances(local, tile.core_in_halo)
-        offset = id_offset(grid, tile.index)
-        global_ids = offset_ids(ids, offset, dtype=np.uint64)
-        group[INSTANCE_RAW][tile.core.slices] = global_ids[tile.core_in_halo.slices]
-        patches = []
-        for neighbour, window in neighbour_overlaps(grid, tile):
-            patch = global_ids[window.relative_to(tile.halo).slices]
-            if patch.any():
-                patches.append((neighbour, window.start, window.stop, pack_patch(patch)))
-        return {"id_offset": offset, "id_count": count, "patches": patches,
-                "cut_ids": halo_cut_ids(global_ids, tile, grid.shape)}
+    def _write_centres(group, tile: Tile, pred: TilePrediction) -> dict:
+        """Write the core's offsets; the peaks in the core, in scene coordinates.
+
+        A peak is decided over the ``nms_kernel`` window around it, which the halo holds
+        for every core pixel, so each of the scene's peaks is found by exactly one tile.
+        """
+        core = tile.core_in_halo
+        group[OFFSETS][(slice(None), *tile.core.slices)] = pred.offsets[(slice(None),
+                                                                         *core.slices)]
+        local = pred.centres
+        inside = np.all((local >= np.asarray(core.start)) & (local < np.asarray(core.stop)),
+                        axis=1)
+        centres = local[inside] + np.asarray(tile.halo.start, np.int64)
+        return {"centres": centres.astype(np.int64), "scores": pred.scores[inside]}
 
     def forget(self, store_path: str) -> None:
         """Drop the cached handle of a finished store."""

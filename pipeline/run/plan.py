@@ -232,6 +232,8 @@ def _grid(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions, halo
         core = _auto_core(shape, bundle, options, halo, workers)
     if halo < 0:
         halo = _round_up(max(core) // 4, stride)
+    if "instance" in spec.heads:  # every core pixel's peak test sees its whole NMS window
+        halo = max(halo, spec.instances.nms_kernel // 2)
     return TileGrid.create(shape, core, halo, align=stride)
 
 

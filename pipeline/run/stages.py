@@ -41,18 +41,19 @@ from pipeline.run.workspace import Workspace, start_partial
 from pipeline.storage.staging import local_dir
 from pipeline.store import (
     INSTANCE,
-    INSTANCE_RAW,
+    OFFSETS,
     PANOPTIC,
     SEMANTIC,
     VALID,
     create_label_array,
+    create_offsets_array,
     open_store,
     semantic_dtype,
 )
+from pipeline.streaming.centres import CentreCollector, assign_instances
 from pipeline.streaming.metrics import label_metrics
 from pipeline.streaming.panoptic import fuse_scene, fusion_stats
 from pipeline.streaming.resample import resample_back
-from pipeline.streaming.stitching import InstanceStitcher, relabel_instances
 from pipeline.streaming.summary import ClassTotals
 from pipeline.streaming.tile_stats import TileStatsSpec, merge_tiles
 from segcore.errors import InputError, SegpipeError
@@ -83,7 +84,7 @@ class SceneState:
     ingested: IngestedScene | None = None
     plan: TilePlan | None = None
     work: TileWork = TileWork()
-    stitcher: InstanceStitcher | None = None
+    centres: CentreCollector | None = None  # instance models: the tiles' centre peaks
     seams: Seams = Seams()
     segments: PanopticPlan | None = None  # the predicted panoptic segments (small table)
     summary: SceneSummary | None = None
@@ -208,15 +209,15 @@ def _label_array(group: zarr.Group, name: str, *, reuse: bool, **kwargs) -> zarr
     return create_label_array(group, name, **kwargs)
 
 
-def _start_stitcher(state: SceneState, group: zarr.Group) -> None:
-    """Label arrays on the model grid, and the instance stitcher for instance models."""
+def _start_arrays(state: SceneState, group: zarr.Group) -> None:
+    """Label arrays on the model grid; for instance models the offsets array and the
+    collector of the tiles' centre peaks."""
     chunks, reuse = state.plan.grid.chunks, state.resumed
     dtype, nodata = semantic_dtype(state.bundle.spec.num_classes)
     _label_array(group, SEMANTIC, reuse=reuse, dtype=dtype, fill_value=nodata, chunks=chunks)
     if state.has_instances:
-        raw = _label_array(group, INSTANCE_RAW, reuse=reuse, dtype=np.dtype("uint64"),
-                           fill_value=0, chunks=chunks)
-        state.stitcher = InstanceStitcher(raw)
+        create_offsets_array(group, chunks=chunks, reuse=reuse)
+        state.centres = CentreCollector(len(chunks))
 
 
 def _reusable_records(state: SceneState) -> dict[int, object]:
@@ -233,7 +234,7 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
     """Run the model actors over every tile; each writes its own core chunks.
 
     Tiles with a completion record from a killed run are reused (``resume``);
-    their records feed the instance stitcher as if they had just finished.
+    their records feed the scene's centre list as if they had just finished.
     """
     start = time.perf_counter()
     state.plan = plan_tiles(state.scene.model_shape, state.bundle, state.options,
@@ -241,10 +242,10 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
     grid = state.plan.grid
     group = open_store(state.infer_store, mode="r+")
     state.resumed = state.resumed and fits_store(state.plan, group)  # else recompute tiles
-    _start_stitcher(state, group)
+    _start_arrays(state, group)
     reused = _reusable_records(state)
-    if state.stitcher is not None and reused:
-        state.stitcher.add(list(reused.values()))
+    if state.centres is not None and reused:
+        state.centres.add(list(reused.values()))
     sid = state.workspace.scene.scene_id
     start_progress(sid, "infer", len(grid))
     advance_progress(sid, "infer", len(reused))
@@ -253,7 +254,7 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
     stats = _tile_stats_spec(state, nodata) if not reused else None
     outcomes = pool.run(str(state.infer_store), nodata, grid,
                         progress=lambda n: advance_progress(sid, "infer", n),
-                        on_outcomes=state.stitcher.add if state.stitcher else None,
+                        on_outcomes=state.centres.add if state.centres else None,
                         indices=todo, records=str(state.workspace.records), scene_id=sid,
                         stats=stats)
     state.work = TileWork(computed=len({o.index for o in outcomes}), reused=len(reused),
@@ -266,7 +267,7 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
 
 def _tile_stats_spec(state: SceneState, nodata: int) -> TileStatsSpec | None:
     """Counting in the tile workers: semantic-only models on the stored grid (an instance
-    model's segments need the stitched instances; a model grid is resampled first)."""
+    model's segments need the scene's instances; a model grid is resampled first)."""
     if state.has_instances or state.scene.model_group is not None:
         return None
     unit, sizes = state.format.sizes(state.scene)
@@ -286,19 +287,23 @@ def _keep_tile_stats(state: SceneState, spec: TileStatsSpec, outcomes: list) -> 
 
 
 def _stitch_instances(state: SceneState) -> None:
-    """Instances matched in the halo overlaps and renumbered 1..M, one block pass."""
+    """The scene's instances from its centre list: one block pass over the cores
+    (:mod:`pipeline.streaming.centres`), the same result for any tiling."""
     if not state.has_instances:
         return
     group = open_store(state.infer_store, mode="r+")
     instance = create_label_array(group, INSTANCE, dtype=np.dtype("uint32"), fill_value=0,
                                   chunks=state.plan.grid.chunks)
-    if state.stitcher is not None:
-        plan = state.stitcher.plan()
-        relabel_instances(group[INSTANCE_RAW], instance, plan, blocks=state.blocks)
-        state.stitcher = None
-        st = plan.stats
-        state.seams = Seams(instances_merged_across_tiles=st.n_merged, merges=st.n_merges,
-                            instances_cut_at_halo=st.n_cut_at_halo, tile_pieces=st.n_input_ids)
+    if state.centres is not None:
+        spec = state.bundle.spec
+        centres = state.centres.centres(top_k=spec.instances.top_k)
+        counts = assign_instances(group[SEMANTIC], group[OFFSETS], instance, centres,
+                                  [c.id for c in spec.classes if c.isthing],
+                                  blocks=state.blocks)
+        state.centres = None
+        state.seams = Seams(instances_merged_across_tiles=counts.across_tiles,
+                            merges=counts.tile_pieces - counts.instances,
+                            instances_cut_at_halo=0, tile_pieces=counts.tile_pieces)
 
 
 def stage_stitch(state: SceneState) -> None:

@@ -31,7 +31,7 @@ def test_training_on_synthetic_scenes_writes_a_runnable_bundle(tmp_path):
     labels = TilePredictor(loaded).predict([np.zeros((3, 40, 40), np.uint8)],
                                            [np.ones((40, 40), bool)], nodata=255)
     assert labels[0].semantic.shape == (40, 40) and labels[0].semantic.max() < 5
-    assert labels[0].instance is None
+    assert labels[0].offsets is None and labels[0].centres is None
 
 
 def test_training_on_geotiff_pairs(scene_factory, tmp_path):

@@ -70,9 +70,9 @@ def test_atomic_writes_and_staged_files_appear_whole_or_not_at_all(bucket, tmp_p
 
 
 def _outcome(index: tuple[int, int]) -> TileOutcome:
-    return TileOutcome(index=index, seconds=0.1, worker="w1", id_offset=100, id_count=3,
-                       retried=True, cut_ids=np.array([101, 103], np.uint64),
-                       patches=[((0, 1), (0, 10), (4, 20), b"\x78\x01packed")])
+    return TileOutcome(index=index, seconds=0.1, worker="w1", retried=True,
+                       centres=np.array([[101, 7], [103, 9]]),
+                       scores=np.array([0.25, 0.75], np.float32))
 
 
 class _Exploit:
@@ -101,9 +101,10 @@ def test_tile_records_round_trip_without_pickle(where, bucket, tmp_path):
     found = rec.read_records(directory)
     assert sorted(found) == [4, 7] and not marker.exists()  # never unpickled, ignored
     back = found[4]
-    assert back.index == (1, 1) and back.patches == _outcome((1, 1)).patches
-    assert back.cut_ids.dtype == np.uint64 and back.cut_ids.tolist() == [101, 103]
-    assert (back.id_offset, back.id_count, back.retried, back.skipped) == (100, 3, True, False)
+    assert back.index == (1, 1)
+    assert back.centres.dtype == np.int64 and back.centres.tolist() == [[101, 7], [103, 9]]
+    assert back.scores.tolist() == [0.25, 0.75]
+    assert (back.retried, back.skipped) == (True, False)
     rec.prepare_records(directory, keep=True)
     assert sorted(rec.read_records(directory)) == [4, 7]
     rec.prepare_records(directory, keep=False)

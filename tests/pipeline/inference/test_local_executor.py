@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.blockmap import ThreadBlocks, serial
-from pipeline.formats import Scene
 from pipeline.executor import choose_executor, likely_local, total_pixels
+from pipeline.formats import Scene
 from pipeline.inference.local_pool import LocalPool
 from pipeline.options import Executor, RunOptions
 from pipeline.run import Workspace, run_scene

@@ -1,8 +1,9 @@
-"""TilePredictor computes labels where the model runs: argmax, nodata and instance
-grouping on the model's device, only integer labels come back to the host.
+"""TilePredictor computes labels where the model runs: argmax, nodata and the centre
+peaks on the model's device; class ids (and, for an instance head, the peaks and the
+thing pixels' offsets) come back to the host, never the logits.
 
 The reference is the plain formulation on host logits (``outputs()``: float heads,
-numpy argmax, grouping of numpy heads), which the labels must equal bit for bit.
+numpy argmax, peaks of the numpy heatmap), which the results must equal bit for bit.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.inference.predictor import TilePrediction, TilePredictor
-from segcore.instances.grouping import group_instances
+from segcore.instances.grouping import find_centres
 from segcore.synthetic.satellite import SatelliteSceneSpec, render
 
 
@@ -34,15 +36,16 @@ def _reference(predictor: TilePredictor, images, valids, nodata: int) -> list[Ti
         dtype = np.uint16 if nodata > 255 else np.uint8
         semantic = heads["semantic"].argmax(axis=0).astype(dtype)
         semantic[~valid] = nodata
-        instance = None
-        if predictor.has_instances:
-            grouping = predictor.bundle.spec.instances
-            things = np.isin(semantic, predictor.thing_ids) & valid
-            instance = group_instances(heads["center"], heads["offset"], things,
-                                       threshold=grouping.threshold,
-                                       nms_kernel=grouping.nms_kernel,
-                                       top_k=grouping.top_k).numpy()
-        out.append(TilePrediction(semantic, instance))
+        if not predictor.has_instances:
+            out.append(TilePrediction(semantic))
+            continue
+        grouping = predictor.bundle.spec.instances
+        things = np.isin(semantic, predictor.thing_ids) & valid
+        heat = torch.from_numpy(heads["center"][0])
+        centres = find_centres(heat, threshold=grouping.threshold,
+                               nms_kernel=grouping.nms_kernel).numpy()
+        offsets = np.where(things[None], heads["offset"], np.float32(0))
+        out.append(TilePrediction(semantic, centres, heat.numpy()[tuple(centres.T)], offsets))
     return out
 
 
@@ -60,23 +63,28 @@ def test_labels_equal_the_argmax_of_the_logits(which, nodata, tiny_bundle, demo_
         assert g.semantic.tobytes() == w.semantic.tobytes()
         assert (g.semantic[~valid] == nodata).all() and (g.semantic[valid] < classes).all()
         if predictor.has_instances:
-            assert g.instance.dtype == np.int32
-            np.testing.assert_array_equal(g.instance, w.instance)
+            assert g.centres.dtype == np.int64 and g.offsets.dtype == np.float32
+            np.testing.assert_array_equal(g.centres, w.centres)
+            np.testing.assert_array_equal(g.scores, w.scores)
+            np.testing.assert_array_equal(g.offsets, w.offsets)
+            assert not g.offsets[:, ~np.isin(g.semantic, predictor.thing_ids)].any()
         else:
-            assert g.instance is None and w.instance is None
-    if predictor.has_instances:  # the check is not vacuous: instances were found
-        assert max(int(g.instance.max()) for g in got) > 0
+            assert g.centres is None and g.offsets is None and g.scores is None
+    if predictor.has_instances:  # the check is not vacuous: peaks and things were found
+        assert sum(len(g.centres) for g in got) > 0
+        assert any(np.isin(g.semantic, predictor.thing_ids).any() for g in got)
 
 
-def test_only_integer_labels_come_back_not_logits(demo_bundle):
+def test_no_logits_come_back(demo_bundle):
     predictor = TilePredictor(demo_bundle)
     images, valids = _tiles(n=2)
     logits = predictor.outputs([predictor.normalise(im, va) for im, va in zip(images, valids)])
     for prediction, heads in zip(predictor.predict(images, valids, nodata=255), logits):
         fields = {f.name: getattr(prediction, f.name) for f in dataclasses.fields(prediction)}
-        assert set(fields) == {"semantic", "instance"}
-        for name, value in fields.items():
-            assert isinstance(value, np.ndarray) and value.dtype.kind in "iu", name
-            assert value.shape == heads["semantic"].shape[1:], name  # one value a pixel
+        assert set(fields) == {"semantic", "centres", "scores", "offsets"}
+        size = heads["semantic"].shape[1:]
+        assert prediction.semantic.dtype.kind == "u" and prediction.semantic.shape == size
+        assert prediction.offsets.shape == (2, *size)  # one vector a pixel, not k logits
+        assert prediction.centres.shape == (len(prediction.scores), 2)
         # per pixel: 1 + 4 bytes of labels against 4 bytes per class of float logits
         assert sum(v.nbytes for v in fields.values()) < heads["semantic"].nbytes

@@ -36,13 +36,13 @@ class _Payload:
 
 
 def _object_array_record(marker: str) -> bytes:
-    """A well-formed record whose cut ids are a pickled object array."""
+    """A well-formed record whose centres are a pickled object array."""
     meta = {"version": RECORD_VERSION, "index": [0, 0], "seconds": 0.1, "worker": "w",
-            "id_offset": 0, "id_count": 1, "retried": False, "skipped": False,
-            "has_cut_ids": True, "patches": []}
+            "retried": False, "skipped": False, "has_centres": True}
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-             cut_ids=np.array([_Payload(marker)], dtype=object))
+             centres=np.array([_Payload(marker)], dtype=object),
+             scores=np.zeros(1, np.float32))
     return buffer.getvalue()
 
 
@@ -57,8 +57,8 @@ def test_a_planted_pickle_is_ignored_without_running(kind, tmp_path, caplog):
     marker = tmp_path / "pwned"
     records = tmp_path / "tiles"
     records.mkdir()
-    good = TileOutcome(index=(0, 1), seconds=0.2, worker="w", id_offset=3, id_count=2,
-                       cut_ids=np.array([4], np.uint64), patches=[((0, 1), (0, 2), (3, 4), b"z")])
+    good = TileOutcome(index=(0, 1), seconds=0.2, worker="w", centres=np.array([[4, 5]]),
+                       scores=np.array([0.5], np.float32))
     write_record(records, 1, good)
     planted = pickle.dumps(_Payload(str(marker))) if kind == "pickle" \
         else _object_array_record(str(marker))
@@ -66,14 +66,17 @@ def test_a_planted_pickle_is_ignored_without_running(kind, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.inference.records"):
         found = read_records(records)
     assert not marker.exists()  # nothing was executed
-    assert sorted(found) == [1] and found[1].cut_ids.tolist() == [4]  # 0 is computed again
+    assert sorted(found) == [1] and found[1].centres.tolist() == [[4, 5]]  # 0 is computed again
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "0.done ignored" in lines[0] and "\n" not in lines[0], lines
 
 
 @pytest.mark.parametrize("meta", [[], {"version": RECORD_VERSION}, "text",
                                   {"version": RECORD_VERSION, "index": 5, "seconds": "x",
-                                   "has_cut_ids": False, "patches": [1]}])
+                                   "has_centres": False},
+                                  {"version": RECORD_VERSION, "index": [0, 0], "seconds": 1,
+                                   "worker": "w", "retried": False, "skipped": False,
+                                   "has_centres": True}])
 def test_a_malformed_record_is_a_value_error(meta):
     with pytest.raises(ValueError, match="record"):
         decode_outcome(_odd_meta_record(meta))
