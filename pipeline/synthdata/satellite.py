@@ -14,7 +14,8 @@ happen to equal ``nodata`` are nudged by one step so the mask stays exact.
 
 The label file is a two-band GeoTIFF on the same grid: band 1 class id
 (:data:`~segcore.synthetic.satellite.SATELLITE_CLASSES`), band 2 building
-instance id (0 = none). Its dtype is ``uint16`` when every instance id of the
+instance id (0 = none; large and L-shaped buildings too, with the spec's
+``large_buildings`` > 0). Its dtype is ``uint16`` when every instance id of the
 scene is below 65535, else ``uint32``; image nodata pixels get the unlabelled
 class :data:`UNLABELLED` (65535) and instance 0.
 """
@@ -262,7 +263,8 @@ def write_scene(
     image_path : path
         Output image, ``spec.bands`` bands (R, G, B[, NIR]).
     spec : SatelliteSceneSpec
-        The scene to render.
+        The scene to render (its fields, ``large_buildings`` included, are stored in
+        the image's ``SEGPIPE_SYNTHETIC_SPEC`` tag).
     label_path : path, optional
         Output labels: band 1 class id, band 2 instance id, same grid.
     crs : str or CRS, optional
@@ -312,25 +314,25 @@ def _write(
     nodata: float | None, dtype: ImageDtype, block: int, fraction: float,
 ) -> None:
     lab_dtype = label_file_dtype(spec)
-    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB):
-        with rasterio.open(temps[0], "w", **profile, nodata=nodata) as image:
-            image.descriptions = _BAND_NAMES[: spec.bands]
-            image.colorinterp = _COLOR_INTERP[: spec.bands]
-            image.update_tags(SEGPIPE_SYNTHETIC_SPEC=json.dumps(asdict(spec)))
-            labels = None
-            if len(temps) > 1:
-                labels = rasterio.open(temps[1], "w", **{**profile, "count": 2, "dtype": lab_dtype, "predictor": 2})
-                labels.descriptions = ("class", "instance")
-                labels.update_tags(
-                    UNLABELLED_CLASS=str(UNLABELLED),
-                    CLASSES=json.dumps([asdict(c) for c in SATELLITE_CLASSES]),
-                )
-            try:
-                for window in _blocks(spec.shape, block):
-                    _write_block(image, labels, spec, window, nodata, dtype, fraction)
-            finally:
-                if labels is not None:
-                    labels.close()
+    with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), \
+            rasterio.open(temps[0], "w", **profile, nodata=nodata) as image:
+        image.descriptions = _BAND_NAMES[: spec.bands]
+        image.colorinterp = _COLOR_INTERP[: spec.bands]
+        image.update_tags(SEGPIPE_SYNTHETIC_SPEC=json.dumps(asdict(spec)))
+        labels = None
+        if len(temps) > 1:
+            labels = rasterio.open(temps[1], "w", **{**profile, "count": 2, "dtype": lab_dtype, "predictor": 2})
+            labels.descriptions = ("class", "instance")
+            labels.update_tags(
+                UNLABELLED_CLASS=str(UNLABELLED),
+                CLASSES=json.dumps([asdict(c) for c in SATELLITE_CLASSES]),
+            )
+        try:
+            for window in _blocks(spec.shape, block):
+                _write_block(image, labels, spec, window, nodata, dtype, fraction)
+        finally:
+            if labels is not None:
+                labels.close()
 
 
 def _write_block(

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from segcore.synthetic import palette, streams
-from segcore.synthetic.buildings import Buildings
+from segcore.synthetic.buildings import Buildings, footprint
 from segcore.synthetic.classes import BUILDING
 from segcore.synthetic.landcover import Fields, threshold
 from segcore.synthetic.lines import LineHit
@@ -101,14 +101,31 @@ def paint_roads(f: Fields, region: Region, fine: NDArray, image: NDArray) -> Non
             view += (colour - view) * alpha
 
 
-def _roof_factor(height: int, width: int) -> NDArray[np.float32]:
-    """Gabled shading (lit and shaded halves) with a darker one-pixel rim."""
+def _roof_factor(height: int, width: int, shape: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+    """Gabled shading (lit and shaded halves) with a darker one-pixel rim.
+
+    ``shape`` (``(height, width)`` bool, default the whole box) is the building's
+    :func:`~segcore.synthetic.buildings.footprint`: the rim follows its edge.
+    """
     r = np.arange(height)[:, None]
     c = np.arange(width)[None, :]
     lit = (2 * r < height) if width >= height else (2 * c < width)
     factor = np.where(lit, np.float32(1.08), np.float32(0.9))
-    rim = (r == 0) | (r == height - 1) | (c == 0) | (c == width - 1)
+    if shape is None:
+        rim = (r == 0) | (r == height - 1) | (c == 0) | (c == width - 1)
+    else:
+        inside = np.pad(shape, 1)
+        interior = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+        rim = shape & ~interior
     return np.where(rim, np.float32(0.72), factor).astype(np.float32)
+
+
+def _footprint(b: Buildings, i: int) -> NDArray[np.bool_] | None:
+    """Building ``i``'s footprint in its box; None for a plain rectangle."""
+    if int(b.notch_height[i]) == 0 or int(b.notch_width[i]) == 0:
+        return None
+    notch = (int(b.notch_height[i]), int(b.notch_width[i]), int(b.notch_corner[i]))
+    return footprint(int(b.height[i]), int(b.width[i]), notch)
 
 
 def paint_buildings(
@@ -116,20 +133,26 @@ def paint_buildings(
 ) -> None:
     """Cast shadows on the ground, then roofs; stamp semantic and instance labels."""
     semantic, instance = labels
-    for i in range(b.ids.size):
+    shapes = [_footprint(b, i) for i in range(b.ids.size)]
+    for i, shape in enumerate(shapes):
         s = int(b.shadow[i])
         y, x = int(b.top[i]) - region.y0 + s, int(b.left[i]) - region.x0 + s
-        image[:, y : y + int(b.height[i]), x : x + int(b.width[i])] *= np.float32(0.52)
-    for i in range(b.ids.size):
+        view = image[:, y : y + int(b.height[i]), x : x + int(b.width[i])]
+        if shape is None:
+            view *= np.float32(0.52)
+        else:
+            view[:, shape] *= np.float32(0.52)
+    for i, shape in enumerate(shapes):
         h, w = int(b.height[i]), int(b.width[i])
         y, x = int(b.top[i]) - region.y0, int(b.left[i]) - region.x0
         crop = (slice(y, y + h), slice(x, x + w))
-        shade = _roof_factor(h, w) * (np.float32(1.0) + np.float32(0.05) * fine[crop])
+        shade = _roof_factor(h, w, shape) * (np.float32(1.0) + np.float32(0.05) * fine[crop])
         shade *= b.brightness[i]
+        where = np.s_[...] if shape is None else shape
         for band in range(image.shape[0]):
-            image[band][crop] = palette.ROOFS[b.roof[i], band] * shade
-        semantic[crop] = BUILDING
-        instance[crop] = b.ids[i]
+            image[band][crop][where] = (palette.ROOFS[b.roof[i], band] * shade)[where]
+        semantic[crop][where] = BUILDING
+        instance[crop][where] = b.ids[i]
 
 
 def atmosphere(spec: SatelliteSceneSpec, region: Region, image: NDArray) -> None:

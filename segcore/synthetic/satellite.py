@@ -22,7 +22,10 @@ hedges and plough stripes), 1 vegetation (forest with crown texture, grass
 parcels), 2 water (lakes, meandering rivers), 3 road (long, nearly straight roads
 crossing the whole scene, 6-14 px wide, some diagonal, dashed centre lines), 4 building (thing: axis-aligned
 rectangles 8-40 px, varied roof colours, gabled shading, a darker rim, a cast
-shadow; clustered near roads; never touching water or a road). The image adds a
+shadow; clustered near roads; never touching water or a road; with
+``spec.large_buildings`` > 0 that fraction of them fills 55-90 % of its cell per
+side instead, some L-shaped: far larger than a model's tile halo with ``cell_size``
+128-256). The image adds a
 low-frequency illumination gradient, haze and per-pixel sensor noise; label
 edges are crisp while image edges are slightly soft.
 

@@ -61,6 +61,11 @@ class SatelliteSceneSpec:
         Maximum haze opacity, in ``[0, 1)``.
     cell_size : int, optional
         Building grid cell in pixels (one candidate building per cell), ``16..256``.
+    large_buildings : float, optional
+        Fraction of building candidates that are *large*, in ``[0, 1]``: they fill
+        55-90 % of their cell per side (some are L-shaped), so with ``cell_size``
+        128-256 they are far larger than a model's tile halo. 0 (the default)
+        leaves every scene as it was without this option.
 
     Raises
     ------
@@ -72,6 +77,10 @@ class SatelliteSceneSpec:
     >>> spec = SatelliteSceneSpec(seed=1, height=1000, width=500)
     >>> spec.shape, spec.max_instance_id
     ((1000, 500), 231)
+    >>> SatelliteSceneSpec(seed=1, height=64, width=64, large_buildings=1.5)
+    Traceback (most recent call last):
+    ...
+    segcore.errors.ConfigError: SatelliteSceneSpec.large_buildings: expected a number in [0.0, 1.0], received 1.5
     """
 
     seed: int
@@ -87,6 +96,7 @@ class SatelliteSceneSpec:
     noise_level: float = 5.0
     haze: float = 0.12
     cell_size: int = 48
+    large_buildings: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("seed", self.seed, 0)
@@ -102,6 +112,7 @@ class SatelliteSceneSpec:
         _check_float("building_density", self.building_density, 0.0, 4.0, open_high=False)
         _check_float("noise_level", self.noise_level, 0.0, 50.0, open_high=False)
         _check_float("haze", self.haze, 0.0, 1.0, open_high=True)
+        _check_float("large_buildings", self.large_buildings, 0.0, 1.0, open_high=False)
 
     @property
     def shape(self) -> tuple[int, int]:
