@@ -1,4 +1,4 @@
-"""One run at a time per scene: a lock file beside the scene in the output directory.
+"""One run at a time per scene: a lock beside the scene in the output directory.
 
 Two runs on the same output directory (a manual rerun during a nightly pass, two
 batches started together) must never destroy each other's work: the partial
@@ -8,14 +8,19 @@ second run finds the scene locked and skips it with :class:`SceneLockedError`
 ("locked by HOST:PID since ..."), which fails that scene's row (exit code 1) and
 leaves the first run's work alone.
 
-The lock is an exclusive ``flock(2)`` on the file, so the kernel releases it when
-its owner dies, SIGKILL included: a lock left by a killed run is stale by
-construction. The file also records the owner (host, pid, start time) for the
-message; the next run that takes the lock reports that it took over a stale one.
-On NFS, Linux maps ``flock`` onto NFS byte-range locks, which the server releases
-when the owning client's lease ends. An ``s3://`` output directory has no locks:
-object storage offers no lock that dies with its owner, so runs on one ``s3://``
-prefix must be kept apart by their schedule.
+In a local (or NFS) directory the lock is an exclusive ``flock(2)`` on the file, so
+the kernel releases it when its owner dies, SIGKILL included: a lock left by a
+killed run is stale by construction. The file also records the owner (host, pid,
+start time) for the message; the next run that takes the lock reports that it took
+over a stale one. On NFS, Linux maps ``flock`` onto NFS byte-range locks, which the
+server releases when the owning client's lease ends.
+
+Object storage has no lock that dies with its owner. For an ``s3://`` output
+directory the same object ``DIR/.<scene_id>.lock`` is a *lease* instead
+(:mod:`pipeline.run.object_lock`): created with a conditional write, renewed by a
+heartbeat, stale once its expiry time has passed, taken over with a conditional
+overwrite, and a run that loses it publishes nothing. :class:`LockOwner` and
+:class:`SceneLockedError` serve both kinds.
 """
 
 from __future__ import annotations
@@ -47,16 +52,27 @@ class SceneLockedError(SegpipeError, RuntimeError):
     owner : LockOwner, str or None
         Who holds it (a description as text is kept as it is; None when its lock file
         could not be read).
+    until : float, optional
+        When the holder's lease ends unless renewed (Unix time, s; locks on object
+        storage), said in the message.
     """
 
-    def __init__(self, scene_id: str, owner: LockOwner | None) -> None:
-        self.scene_id, self.owner = scene_id, owner
+    def __init__(self, scene_id: str, owner: LockOwner | None,
+                 until: float | None = None) -> None:
+        self.scene_id, self.owner, self.until = scene_id, owner, until
         who = owner.describe() if isinstance(owner, LockOwner) else (owner or "another run")
+        lease = "" if until is None else \
+            f"; its lease runs until {local_time(until)} unless that run renews it"
         super().__init__(f"{scene_id}: skipped, locked by {who}; another segpipe run is "
-                         "working on it (rerun once it has finished)")
+                         f"working on it (rerun once it has finished{lease})")
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.scene_id, self.owner))
+        return (type(self), (self.scene_id, self.owner, self.until))
+
+
+def local_time(when: float) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM:SS`` (for messages)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,7 @@ class LockOwner:
 
     def describe(self) -> str:
         """``host:pid since 2026-01-02 03:04:05``."""
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
-        return f"{self.host}:{self.pid} since {since}"
+        return f"{self.host}:{self.pid} since {local_time(self.started)}"
 
     @classmethod
     def parse(cls, text: str) -> LockOwner | None:

@@ -5,10 +5,17 @@ object its URI, size, modification time and entity tag), the model
 (name, ``model.yaml`` and weights file digests), the options that change the
 output (tile, halo, bands, spacing policy, chunking) and the segpipe version (an
 upgrade recomputes). It is stored in the partial scene directory once ingest has
-finished (``ingest.json``) and in the finished ``report.json``. With ``resume`` on
-(the default; ``--no-resume`` turns it off):
+finished (``ingest.json``, which travels with the published scene) and in the
+finished ``report.json``. ``ingest.json`` also keeps the fingerprint's parts
+(:meth:`Fingerprint.parts_record`: the segpipe version, the model's name, the output
+options, and digests of the model and input identities: no paths), so a finished scene
+that is computed again says why in one line (:func:`recompute_reason`). With ``resume``
+on (the default; ``--no-resume`` turns it off):
 
-* a scene whose finished report carries the same fingerprint is not run again;
+* a scene whose finished report carries the same fingerprint is not run again; one
+  with another fingerprint is computed again, with one warning line such as
+  ``scene: recomputed: made by segpipe 0.1.0, this is 0.2.0`` (a report older than
+  the parts record gives ``recomputed: made with other settings``);
 * a scene whose partial directory (left by a killed run) carries it keeps its
   ingested store and every tile with a completion record
   (:mod:`pipeline.inference.records`); only the missing tiles are computed.
@@ -28,9 +35,11 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
 from pipeline.atomic import write_text_atomic
 from pipeline.bundle import MODEL_FILE, ModelBundle
@@ -41,6 +50,7 @@ from pipeline.storage.location import Location, S3Uri, parse_location
 from segcore.errors import SegpipeError
 
 INGEST_MARKER = "ingest.json"
+log = logging.getLogger(__name__)
 _OUTPUT_OPTIONS = ("tile", "overlap", "halo_mode", "memory_budget", "bands", "spacing",
                    "image_chunk", "volume_chunk")
 
@@ -115,18 +125,98 @@ def input_identity(scene_path: str | os.PathLike[str] | Location) -> list:
     return [str(where.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+class Fingerprint(str):
+    """A run fingerprint: the hex digest reports store, which also carries the parts it
+    hashes (``input``, ``model``, ``options``, ``segpipe``; see :func:`run_fingerprint`).
+
+    It is a ``str`` (the digest) wherever one is expected.
+
+    Examples
+    --------
+    >>> fp = Fingerprint({"input": ["/a.tif", 3, 0], "model": ["m", "d1", "d2"],
+    ...                   "options": {"tile": 256}, "segpipe": "0.2.0"})
+    >>> len(fp), fp == Fingerprint(dict(fp.parts))
+    (64, True)
+    >>> rec = fp.parts_record()
+    >>> rec["segpipe"], rec["model_name"], rec["options"], "/a.tif" in str(rec)
+    ('0.2.0', 'm', {'tile': 256}, False)
+    """
+
+    parts: dict
+
+    def __new__(cls, parts: dict) -> Self:
+        made = super().__new__(cls, _digest(parts))
+        made.parts = parts
+        return made
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.parts,))
+
+    def parts_record(self) -> dict:
+        """What ``ingest.json`` keeps of the parts: the segpipe version, the model's name
+        and the output options as they are; the input and the model as digests (no
+        paths)."""
+        model = self.parts["model"]
+        return {"segpipe": self.parts["segpipe"], "model_name": model[0],
+                "model": _digest(model), "options": self.parts["options"],
+                "input": _digest(self.parts["input"])}
+
+
 def run_fingerprint(scene_path: str | os.PathLike[str] | Location, bundle: ModelBundle,
-                    options: RunOptions) -> str:
+                    options: RunOptions) -> Fingerprint:
     """A hex digest that changes whenever the scene's result could change."""
     chosen = options.model_dump(mode="json", include=set(_OUTPUT_OPTIONS))
-    doc = {
+    return Fingerprint({
         "input": input_identity(scene_path),
         "model": [bundle.name, file_digest(bundle.path / MODEL_FILE),
                   file_digest(bundle.weights_path)],
         "options": chosen,
         "segpipe": segpipe_version(),
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    })
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def recompute_reason(old: dict | None, new: dict) -> str:
+    """Why a finished scene made with parts ``old`` is computed again for parts ``new``
+    (both :meth:`Fingerprint.parts_record`; ``old`` None for a scene that has none).
+
+    Examples
+    --------
+    >>> new = {"segpipe": "0.2.0", "model_name": "m", "model": "a", "options": {"tile": 512},
+    ...        "input": "i"}
+    >>> recompute_reason({**new, "segpipe": "0.1.0"}, new)
+    'made by segpipe 0.1.0, this is 0.2.0'
+    >>> recompute_reason({**new, "model": "b", "options": {"tile": 256}}, new)
+    'the model changed; the options changed (tile 256 -> 512)'
+    >>> recompute_reason({**new, "model_name": "old", "model": "b", "input": "j"}, new)
+    'the model changed (old -> m); the input changed'
+    >>> recompute_reason(None, new)
+    'made with other settings'
+    """
+    if not isinstance(old, dict):
+        return "made with other settings"
+    why = []
+    if old.get("segpipe") != new["segpipe"]:
+        why.append(f"made by segpipe {old.get('segpipe', 'unknown')}, this is {new['segpipe']}")
+    if old.get("model") != new["model"]:
+        names = old.get("model_name"), new["model_name"]
+        why.append("the model changed" + (f" ({names[0]} -> {names[1]})"
+                                          if names[0] != names[1] else ""))
+    before, now = old.get("options") or {}, new["options"]
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if changed:
+        why.append("the options changed (" + ", ".join(
+            f"{k} {_shown(before.get(k))} -> {_shown(now.get(k))}" for k in changed) + ")")
+    if old.get("input") != new["input"]:
+        why.append("the input changed")
+    return "; ".join(why) or "made with other settings"
 
 
 def _read_json(location: Location) -> object | None:
@@ -142,13 +232,27 @@ def _read_json(location: Location) -> object | None:
 
 
 def finished_report(final_dir: Location, fingerprint: str) -> SceneReport | None:
-    """The finished scene's report when it was made with this fingerprint."""
-    doc = _read_json(parse_location(final_dir) / "report.json")
+    """The finished scene's report when it was made with this fingerprint.
+
+    A finished scene made with another one is computed again: one warning line says
+    why (:func:`recompute_reason`; the scene id, never a path), when ``fingerprint``
+    carries its parts (a :class:`Fingerprint`).
+    """
+    final = parse_location(final_dir)
+    doc = _read_json(final / "report.json")
     try:
         report = SceneReport.model_validate(doc) if doc is not None else None
     except ValueError:
         return None
-    return report if report is not None and report.fingerprint == fingerprint else None
+    if report is None or report.fingerprint == fingerprint:
+        return report
+    if isinstance(fingerprint, Fingerprint):
+        marker = _read_json(final / INGEST_MARKER)
+        old = marker.get("parts") if isinstance(marker, dict) \
+            and marker.get("fingerprint") == report.fingerprint else None
+        log.warning("%s: recomputed: %s", report.scene_id,
+                    recompute_reason(old, fingerprint.parts_record()))
+    return None
 
 
 def partial_matches(partial: Location, fingerprint: str) -> bool:
@@ -158,5 +262,9 @@ def partial_matches(partial: Location, fingerprint: str) -> bool:
 
 
 def mark_ingested(partial: Location, fingerprint: str) -> None:
-    """Record that ingest finished (written last, atomically)."""
-    write_text_atomic(parse_location(partial) / INGEST_MARKER, json.dumps({"fingerprint": fingerprint}))
+    """Record that ingest finished (written last, atomically), with the fingerprint's
+    parts when it carries them (:meth:`Fingerprint.parts_record`)."""
+    doc: dict = {"fingerprint": str(fingerprint)}
+    if isinstance(fingerprint, Fingerprint):
+        doc["parts"] = fingerprint.parts_record()
+    write_text_atomic(parse_location(partial) / INGEST_MARKER, json.dumps(doc))

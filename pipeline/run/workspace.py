@@ -17,8 +17,13 @@ in. Object storage has no rename: :func:`publish` removes the previous result's 
 copies the new objects server-side, removes objects of the previous result that the
 new one does not have, writes ``report.json`` last and then removes the partial
 prefix. A publish cut short leaves no ``report.json`` and keeps the partial work, so the
-next run publishes again from it. The resume bookkeeping (``ingest.json``, ``tiles/``)
-is not copied to a published scene on object storage.
+next run publishes again from it. The tile completion records (``tiles/``) are not
+copied to a published scene on object storage; ``ingest.json`` (the run fingerprint and
+its parts, :mod:`pipeline.run.resume`) is, as in a local directory.
+
+On object storage the scene's lock is a lease (:mod:`pipeline.run.object_lock`): a run
+that has lost it publishes nothing (:class:`~pipeline.run.object_lock.LeaseLostError`)
+and leaves the partial work to the run that took the lock over.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ import secrets
 import shutil
 import tempfile
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.formats import Scene
 from pipeline.formats.base import safe_id
-from pipeline.run import lock
+from pipeline.run import lock, object_lock
 from pipeline.run.exchange import exchange
 from pipeline.storage import StorageError, objects
 from pipeline.storage.access import remove_tree
@@ -43,7 +49,7 @@ from segcore.errors import ConfigError
 
 TILE_RECORDS = "tiles"  # completion records of the partial scene, one file per tile
 REPORT = "report.json"  # written last: its presence marks a finished scene
-_BOOKKEEPING = ("ingest.json", f"{TILE_RECORDS}/")  # partial-only files (resume)
+_BOOKKEEPING = (f"{TILE_RECORDS}/",)  # partial-only files (resume)
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,9 @@ def publish(workspace: Workspace) -> Location:
     """Swap the finished scene into place; a previous result is replaced only now."""
     final, partial = workspace.final, workspace.partial
     if isinstance(final, S3Uri):
-        _publish_objects(partial, final)
+        def still_held() -> None:  # LeaseLostError once this run has lost the scene's lock
+            object_lock.check_held(workspace.out_dir, workspace.scene.scene_id)
+        _publish_objects(partial, final, still_held)
         return final
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
@@ -116,8 +124,9 @@ def publish(workspace: Workspace) -> Location:
 
 
 def scene_lock(workspace: Workspace) -> AbstractContextManager:
-    """Hold the scene's lock in a local output directory (:mod:`pipeline.run.lock`);
-    nothing for ``s3://`` (object storage has no lock that dies with its owner).
+    """Hold the scene's lock: a ``flock`` in a local output directory
+    (:mod:`pipeline.run.lock`), a lease object in an ``s3://`` one
+    (:mod:`pipeline.run.object_lock`).
 
     Raises
     ------
@@ -125,27 +134,34 @@ def scene_lock(workspace: Workspace) -> AbstractContextManager:
         When another run holds it.
     """
     if isinstance(workspace.out_dir, S3Uri):
-        return nullcontext()
+        return object_lock.object_lock(workspace.out_dir, workspace.scene.scene_id)
     workspace.out_dir.mkdir(parents=True, exist_ok=True)
     return lock.scene_lock(workspace.out_dir, workspace.scene.scene_id)
 
 
-def _publish_objects(partial: S3Uri, final: S3Uri) -> None:
-    """Object storage's publish (see the module docstring)."""
+def _publish_objects(partial: S3Uri, final: S3Uri,
+                     still_held: Callable[[], None] = lambda: None) -> None:
+    """Object storage's publish (see the module docstring); ``still_held`` raises when
+    this run may no longer publish (checked first and before the report lands)."""
     new = {o.uri.relative_to(partial).as_posix() for o in objects.list_objects(partial)}
     new = {rel for rel in new if not rel.startswith(_BOOKKEEPING)}
     if REPORT not in new:
         raise StorageError(str(partial), f"cannot publish: the scene has no {REPORT}")
+    still_held()
     objects.delete(final / REPORT)
     objects.copy_objects((partial / rel, final / rel) for rel in sorted(new - {REPORT}))
     objects.delete_objects(o.uri for o in objects.list_objects(final)
                            if o.uri.relative_to(final).as_posix() not in new)
+    still_held()
     objects.copy_objects([(partial / REPORT, final / REPORT)])
     objects.delete_prefix(partial)
 
 
 def discard(workspace: Workspace) -> None:
-    """Remove a failed scene's partial work (a finished result stays untouched)."""
+    """Remove a failed scene's partial work (a finished result stays untouched); kept
+    when this run has lost the scene's lock (the run that took it over may use it)."""
+    if object_lock.lease_lost(workspace.out_dir, workspace.scene.scene_id):
+        return
     try:
         remove_tree(workspace.partial)
     except StorageError:

@@ -5,6 +5,8 @@
 * :mod:`~pipeline.storage.aws`: the standard AWS environment, mapped onto obstore's and
   GDAL's options; :mod:`~pipeline.storage.gdal` applies the latter.
 * :mod:`~pipeline.storage.objects`: whole objects (stat, get, put, list, copy, delete).
+* :mod:`~pipeline.storage.conditional`: conditional writes (create if absent, replace if
+  unchanged), the compare-and-swap that scene locks on object storage are built on.
 * :mod:`~pipeline.storage.access`: the same few operations for either kind of location.
 * :mod:`~pipeline.storage.staging`: a local directory whose files are uploaded on success.
 * :mod:`~pipeline.storage.zarr_stores`: the Zarr store of a location.

@@ -40,7 +40,9 @@ def test_publish_replaces_a_finished_scene_and_discard_leaves_it_alone(bucket):
     _build(ws, {"old.tif": "old", "semantic.tif": "v1", "report.json": '{"v": 1}'})
     assert partial_matches(ws.partial, "fp") and not partial_matches(ws.partial, "other")
     assert publish(ws) == ws.final
-    assert _published(ws) == {"old.tif": b"old", "semantic.tif": b"v1", "report.json": b'{"v": 1}'}
+    marker = b'{"fingerprint": "fp"}'  # ingest.json travels with the scene; tiles/ does not
+    assert _published(ws) == {"old.tif": b"old", "semantic.tif": b"v1", "report.json": b'{"v": 1}',
+                              "ingest.json": marker}
     assert not objects.list_objects(ws.partial)  # partial work and bookkeeping are gone
     # a failed second run: its partial work is discarded, the finished scene is untouched
     _build(ws, {"semantic.tif": "broken"})
@@ -50,7 +52,7 @@ def test_publish_replaces_a_finished_scene_and_discard_leaves_it_alone(bucket):
     _build(ws, {"semantic.tif": "v2", "scene.zarr/zarr.json": "{}", "report.json": '{"v": 2}'})
     publish(ws)
     assert _published(ws) == {"semantic.tif": b"v2", "scene.zarr/zarr.json": b"{}",
-                              "report.json": b'{"v": 2}'}
+                              "report.json": b'{"v": 2}', "ingest.json": marker}
 
 
 def test_a_publish_cut_short_leaves_no_report_and_is_redone(bucket, monkeypatch):
