@@ -233,7 +233,7 @@ def _grid(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions, halo
     if halo < 0:
         halo = _round_up(max(core) // 4, stride)
     if "instance" in spec.heads:  # every core pixel's peak test sees its whole NMS window
-        halo = max(halo, spec.instances.nms_kernel // 2)
+        halo = max(halo, _round_up(spec.instances.nms_kernel // 2, stride))
     return TileGrid.create(shape, core, halo, align=stride)
 
 

@@ -163,3 +163,17 @@ def test_a_killed_run_of_another_plan_is_not_reused(tmp_path):
     assert fits_store(plan, group)
     other = plan_tiles((96, 96, 96), MEDICAL, RunOptions(tile=32, halo_mode="exact"))
     assert not fits_store(other, group)
+
+
+@pytest.mark.parametrize("bundle", [MEDICAL, SATELLITE], ids=["medical", "satellite"])
+@pytest.mark.parametrize("options", [RunOptions(overlap=0), RunOptions(overlap=0, tile=64),
+                                     RunOptions()], ids=["no-halo", "no-halo-tiled", "default"])
+def test_an_instance_head_gets_a_halo_of_its_nms_radius_on_the_stride(bundle, options):
+    """Centre peaks are decided over the NMS window: the halo holds it, rounded to the
+    stride (a plan of one window, the whole scene, needs none)."""
+    shape = (96, 96, 96) if bundle.spec.ndim == 3 else (300, 300)
+    plan = plan_tiles(shape, bundle, options)
+    stride = bundle.spec.stride
+    assert len(plan.grid) == 1 or plan.halo >= bundle.spec.instances.nms_kernel // 2
+    assert len(plan.grid) > 1 or options.tile is None
+    assert plan.halo % stride == 0
