@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.bundle import ModelBundle
 from pipeline.formats import Scene
+from pipeline.formats.stac import write_run_catalog
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.batch import BatchRow, write_batch
@@ -102,6 +103,7 @@ def run_batch(scenes: list[Scene], out_dir: Path, labels: dict, *,
 
     rows = in_flight(one, scenes, limit)
     write_batch(out_dir, rows, model=model)
+    write_run_catalog(out_dir, rows, model=model)  # STAC scenes: catalog.json
     return BatchResult(rows, errors)
 
 

@@ -162,12 +162,13 @@ def _print_outcomes(result, debug: bool) -> None:
 @app.command()
 def run(
     inputs: Annotated[list[str], typer.Argument(
-        help="GeoTIFF/NIfTI files or directories (local, or s3://bucket/key and s3:// prefixes).")],
+        help="GeoTIFF/NIfTI files, STAC item/catalog .json files or directories (local, or s3://bucket/key and s3:// prefixes).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Bundled model name or bundle directory.")],
     out: Annotated[str, typer.Option("--out", "-o",
                                      help="Output directory, or s3://bucket/prefix.")],
     labels: Annotated[Optional[str], typer.Option(help="Ground truth file or directory.")] = None,
-    bands: Annotated[Optional[str], typer.Option(help="1-based input bands, e.g. 4,3,2.")] = None,
+    bands: Annotated[Optional[str], typer.Option(
+        help="1-based input bands, e.g. 4,3,2; STAC items: band names, e.g. red,green,blue.")] = None,
     tile: Annotated[Optional[int], typer.Option(help="Tile core size (pixels).")] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Halo per side (pixels).")] = None,
     halo_mode: Annotated[Optional[str], typer.Option(

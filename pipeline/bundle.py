@@ -84,7 +84,9 @@ class InputSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     channels: int = Field(ge=1)
-    bands: list[int] | None = None  # 1-based GDAL band indices; None = first `channels`
+    # 1-based GDAL band indices, or band names (STAC eo:bands common names, e.g. red);
+    # None = first `channels`
+    bands: list[int] | list[str] | None = None
     mean: list[float]
     std: list[float]
     value_scale: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_VALUE_SCALE))
@@ -100,11 +102,13 @@ class InputSpec(BaseModel):
                 )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"input.std must be > 0, got {self.std}")
+        named = self.bands is not None and all(isinstance(b, str) for b in self.bands)
         if self.bands is not None and (
-            len(self.bands) != self.channels or min(self.bands) < 1
+            len(self.bands) != self.channels or (not named and min(self.bands) < 1)
         ):
             raise ValueError(
-                f"input.bands must list {self.channels} 1-based band indices, got {self.bands}"
+                f"input.bands must list {self.channels} 1-based band indices or band names, "
+                f"got {self.bands}"
             )
         return self
 

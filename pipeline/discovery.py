@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pipeline.formats import FORMATS, Scene, identify
 from pipeline.formats.base import safe_id, scene_id_for, visible_files
@@ -52,11 +53,16 @@ def _remote_files(prefix: S3Uri) -> list[S3Uri]:
 def scan(directory: Location) -> list[Scene]:
     """Every scene of every format under ``directory``, in path order (none is fine)."""
     if isinstance(directory, S3Uri):
-        found = [fmt.scene(uri, directory) for uri in _remote_files(directory)
-                 if (fmt := identify(uri)) is not None]
+        found = [s for uri in _remote_files(directory)
+                 if (fmt := identify(uri)) is not None for s in _file_scenes(fmt, uri, directory)]
     else:
         found = [s for f in FORMATS.values() for s in f.discover(directory)]
-    return sorted(found, key=lambda s: s.path)
+    unique = {(str(s.path), s.scene_id): s for s in found}  # a catalog and its Item files
+    # files another scene reads (a STAC Item's band COGs) are not scenes of their own
+    claimed = {p for f in FORMATS.values() if hasattr(f, "claimed_files")
+               for p in f.claimed_files(list(unique.values()))}
+    kept = [s for s in unique.values() if str(s.path) not in claimed]
+    return sorted(kept, key=lambda s: s.path)
 
 
 def _remote_kind(uri: S3Uri) -> str:
@@ -77,20 +83,27 @@ def _scenes_of(item: str | os.PathLike[str] | Location) -> list[Scene]:
     if isinstance(path, S3Uri):
         if _remote_kind(path) == "dir":
             return scan(path)
-        return [_scene_of_file(path)]
+        return _scenes_of_file(path)
     if path.is_dir():
         return scan(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
-    return [_scene_of_file(path)]
+    return _scenes_of_file(path)
 
 
-def _scene_of_file(path: Location) -> Scene:
+def _file_scenes(fmt: Any, path: Location, root: Location | None = None) -> list[Scene]:
+    """The scenes of one file: several for a format whose files hold several (a STAC
+    catalog: its ``scenes``), else the one ``scene``."""
+    several = getattr(fmt, "scenes", None)
+    return several(path, root) if several is not None else [fmt.scene(path, root)]
+
+
+def _scenes_of_file(path: Location) -> list[Scene]:
     fmt = identify(path)
     if fmt is None:
         raise ConfigError(f"{path}: unsupported input; expected {_accepted()} "
                           "or a directory of them")
-    return fmt.scene(path)
+    return _file_scenes(fmt, path)
 
 
 def discover(inputs: list[str | Path]) -> list[Scene]:
@@ -105,7 +118,7 @@ def discover(inputs: list[str | Path]) -> list[Scene]:
     scenes = [s for item in inputs for s in _scenes_of(item)]
     if not scenes:
         raise ConfigError("no input found: " + ", ".join(str(i) for i in inputs)
-                          + f" holds no {_suffixes()} file")
+                          + f" holds no {_suffixes()} file or DICOM image series")
     seen: dict[str, Location] = {}
     for scene in scenes:
         if scene.scene_id in seen:

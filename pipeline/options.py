@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.spacing import SpacingPolicy
-from segcore.errors import ConfigError
+from segcore.errors import ConfigError, InputError
 from segcore.hints import parse_choice
 
 
@@ -79,7 +79,9 @@ class RunOptions(BaseModel):
     batch_size: int = Field(default=4, ge=1)
     workers: int | None = Field(default=None, ge=1)
     gpus_per_worker: float = Field(default=0.0, ge=0.0)
-    bands: list[int] | None = None
+    bands: list[int] | list[str] | None = Field(
+        default=None, description="1-based band numbers, or band names (STAC eo:bands common "
+        "names such as red,green,blue)")
     ray_address: str | None = None
     executor: Executor = Field(default=Executor.AUTO, description="where the work runs: auto "
                                "(in this process for small inputs, else Ray), local or ray")
@@ -113,7 +115,9 @@ class RunOptions(BaseModel):
 
     @field_validator("bands")
     @classmethod
-    def _bands_positive(cls, v: list[int] | None) -> list[int] | None:
+    def _bands_positive(cls, v: list[int] | list[str] | None) -> list[int] | list[str] | None:
+        if v is not None and v and all(isinstance(b, str) for b in v):
+            return v  # band names (STAC items)
         if v is not None and (not v or min(v) < 1):
             raise ValueError(f"bands are 1-based indices (GDAL order), got {v}")
         return v
@@ -150,25 +154,40 @@ def parse_prompts(text: str | None) -> list[str] | None:
     return prompts
 
 
-def parse_bands(text: str | None) -> list[int] | None:
-    """``"1,2,3"`` -> ``[1, 2, 3]``.
+def parse_bands(text: str | None) -> list[int] | list[str] | None:
+    """``"1,2,3"`` -> ``[1, 2, 3]``; names (STAC ``eo:bands`` common names) stay names.
 
     Examples
     --------
-    >>> parse_bands("4, 3,2")
-    [4, 3, 2]
+    >>> parse_bands("4, 3,2"), parse_bands("red, green,blue")
+    ([4, 3, 2], ['red', 'green', 'blue'])
     """
     if text is None or not text.strip():
         return None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if parts and all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", p) for p in parts):
+        return parts
     try:
         bands = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(
-            f"--bands expects comma-separated 1-based band numbers such as 1,2,3; got '{text}'"
+            f"--bands expects comma-separated 1-based band numbers such as 1,2,3 or band "
+            f"names such as red,green,blue (not both); got '{text}'"
         ) from None
     if not bands or min(bands) < 1:
         raise ConfigError(f"--bands expects 1-based band numbers (>= 1); got '{text}'")
     return bands
+
+
+def band_numbers(bands: list[int] | list[str], *, path: str, noun: str) -> list[int]:
+    """``bands`` when they are numbers; InputError naming ``path`` for band names, which
+    only STAC items have (``noun``: "a GeoTIFF", "a NIfTI volume")."""
+    names = [b for b in bands if isinstance(b, str)]
+    if names:
+        raise InputError(path, f"band names ({','.join(names)}) select bands of STAC items "
+                         f"by eo:bands common name; {noun} takes 1-based band numbers "
+                         "such as --bands 1,2,3")
+    return list(bands)  # type: ignore[arg-type]
 
 
 def load_run_options(path: Path | None, overrides: dict[str, Any]) -> RunOptions:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 PAGES = ("README.md", "cli.md", "outputs.md", "model-bundles.md", "label-files.md",
-         "object-storage.md")
+         "object-storage.md", "stac.md", "dicom.md")
 
 # Documents that exist only beside the repository; users of segpipe do not have them.
 SCANNED = ("README.md", "docs", "pipeline", "flows", "segcore", "configs", "deploy")

@@ -18,10 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.formats.base import IngestedScene, Scene, SceneFormat, Truth
+from pipeline.formats.dicom import DICOM
 from pipeline.formats.geotiff import GEOTIFF
 from pipeline.formats.nifti import NIFTI
+from pipeline.formats.stac import STAC
 
-FORMATS: dict[str, SceneFormat] = {f.name: f for f in (GEOTIFF, NIFTI)}
+FORMATS: dict[str, SceneFormat] = {f.name: f for f in (GEOTIFF, NIFTI, STAC, DICOM)}
+"""DICOM is last: it claims files by their content, whatever their names."""
 
 __all__ = ["FORMATS", "IngestedScene", "Scene", "SceneFormat", "Truth", "format_of",
            "identify"]

@@ -28,7 +28,7 @@ from pipeline.formats.base import SuffixFormat, Truth
 from pipeline.formats.ground_areas import GroundAreas
 from pipeline.io.cog import write_cog
 from pipeline.io.geotiff import GeoTiffReader, RasterInfo, open_raster
-from pipeline.options import RunOptions
+from pipeline.options import RunOptions, band_numbers
 from pipeline.report.quicklook import (
     assemble,
     decimation,
@@ -68,6 +68,7 @@ class GeoTiffScene:
 
 def check_bands(info: RasterInfo, bands: list[int], needed: int) -> None:
     """Raise one clear InputError when the scene cannot feed the model."""
+    bands = band_numbers(bands, path=info.path, noun="a GeoTIFF")
     if len(bands) != needed:
         raise InputError(
             info.path,

@@ -38,7 +38,7 @@ from pipeline.io.nifti import (
     open_volume,
     write_label_volume,
 )
-from pipeline.options import RunOptions
+from pipeline.options import RunOptions, band_numbers
 from pipeline.report.volume_quicklook import write_volume_quicklooks
 from pipeline.spacing import SpacingDecision, decide_spacing
 from pipeline.store import IMAGE, SEMANTIC, VALID, create_store
@@ -79,6 +79,7 @@ class VolumeScene:
 
 def check_channels(info: VolumeInfo, channels: list[int], needed: int) -> None:
     """Raise one clear InputError when the volume cannot feed the model."""
+    channels = band_numbers(channels, path=info.path, noun="a NIfTI volume")
     if len(channels) != needed:
         raise InputError(
             info.path,

@@ -102,7 +102,72 @@ class NiftiCase:
             "qform_code": int(header["qform_code"]), "sform_code": int(header["sform_code"])}
 
 
-CASES: dict[str, FormatCase] = {c.name: c for c in (GeoTiffCase(), NiftiCase())}
+def write_band(path: Path, data: np.ndarray, *, transform: Affine, crs: str = "EPSG:32633",
+               nodata: float | None = 0) -> Path:
+    """A tiled single- or multi-band GeoTIFF (``(H, W)`` or ``(C, H, W)`` data)."""
+    data = data[None] if data.ndim == 2 else data
+    with rasterio.open(path, "w", driver="GTiff", height=data.shape[1], width=data.shape[2],
+                       count=data.shape[0], dtype=str(data.dtype), crs=crs, transform=transform,
+                       tiled=True, blockxsize=64, blockysize=64, nodata=nodata) as dst:
+        dst.write(data)
+    return path
+
+
+def write_stac_item(path: Path, item_id: str, bands: dict[str, tuple[str, str]], *,
+                    bbox: tuple[float, float, float, float] = (14.9, 55.0, 15.0, 55.1)) -> Path:
+    """A STAC Item file at ``path`` whose assets are the given files (relative hrefs).
+
+    ``bands``: asset key -> (file name beside ``path``, eo:bands common name).
+    """
+    import datetime as dt
+
+    import pystac
+
+    w, s, e, n = bbox
+    geometry = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    item = pystac.Item(item_id, geometry, list(bbox), dt.datetime(2026, 6, 1, 10, 30,
+                       tzinfo=dt.UTC), properties={})
+    for key, (file, common) in bands.items():
+        item.add_asset(key, pystac.Asset(f"./{file}", media_type=pystac.MediaType.COG,
+                                         roles=["data"], extra_fields={
+                                             "eo:bands": [{"name": key, "common_name": common}]}))
+    item.set_self_href(str(path))
+    item.make_asset_hrefs_relative()
+    path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False)))
+    return path
+
+
+@dataclass(frozen=True)
+class StacCase:
+    """A STAC Item whose red band is a uint16 COG on a rotated UTM 33N grid (nodata 0),
+    beside a coarser swir16 band the model does not use; exports are COGs."""
+
+    name: str = "stac"
+    ndim: int = 2
+    shape: tuple[int, ...] = (150, 220)
+    suffix: str = ".json"
+    export_suffix: str = ".tif"
+    tile: int = 48
+
+    def write(self, path: Path, data: np.ndarray) -> Path:
+        transform = Affine(9.9, 1.2, 500_000.0, 1.3, -9.8, 6_100_000.0)
+        stem = path.name[: -len(self.suffix)]
+        write_band(path.with_name(f"{stem}_B04.tif"), data, transform=transform)
+        coarse = data[::2, ::2] if data.ndim == 2 else data
+        write_band(path.with_name(f"{stem}_B11.tif"), coarse, transform=transform @ Affine.scale(2))
+        return write_stac_item(path, stem, {"B04": (f"{stem}_B04.tif", "red"),
+                                            "B11": (f"{stem}_B11.tif", "swir16")})
+
+    def read(self, path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+        if path.name.endswith(self.suffix):  # the input: its red band
+            path = path.with_name(f"{path.name[: -len(self.suffix)]}_B04.tif")
+        return GeoTiffCase().read(path)
+
+
+from tests.pipeline.formats.dicom_make import DicomCase
+
+CASES: dict[str, FormatCase] = {c.name: c for c in (GeoTiffCase(), NiftiCase(), StacCase(),
+                                                    DicomCase())}
 
 
 def spot_data(case: FormatCase, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,11 @@ def models(fmt, ray_session, tmp_path_factory):
         pool.shutdown()
 
 
+def _exported(fmt) -> str:
+    """The file ending of the format's label exports (its input's, unless it says)."""
+    return getattr(fmt, "export_suffix", fmt.suffix)
+
+
 def _scene(fmt, path):
     return FORMATS[fmt.name].scene(path)
 
@@ -72,15 +77,15 @@ def test_round_trip_keeps_the_exact_grid(fmt, models, tmp_path):
     report = result.report
     assert report.kind == fmt.name and tuple(report.shape) == fmt.shape
     assert report.tiles.total > 4  # really tiled
-    assert report.outputs[SEMANTIC] == f"{SEMANTIC}{fmt.suffix}"  # the export, not a quicklook
+    assert report.outputs[SEMANTIC] == f"{SEMANTIC}{_exported(fmt)}"  # the export, not a quicklook
     _, grid_out = fmt.read(ws.final / report.outputs[SEMANTIC])
     assert grid_out == grid_in
     # a semantic-only model: no instance or panoptic arrays or exports
     assert INSTANCE not in report.outputs and PANOPTIC not in report.outputs
-    assert not (ws.final / f"{INSTANCE}{fmt.suffix}").exists()
+    assert not (ws.final / f"{INSTANCE}{_exported(fmt)}").exists()
     assert set(open_store(ws.final / "scene.zarr").array_keys()).isdisjoint({INSTANCE, PANOPTIC})
     assert all((ws.final / f).is_file() for f in report.outputs["quicklooks"].values())
-    semantic, _ = fmt.read(ws.final / f"semantic{fmt.suffix}")
+    semantic, _ = fmt.read(ws.final / f"semantic{_exported(fmt)}")
     np.testing.assert_array_equal(semantic == 1, spots)
     np.testing.assert_array_equal(semantic[~spots], 0)
     assert report.summary.classes["spot"].pixels == int(spots.sum())
@@ -176,6 +181,6 @@ def test_tiled_output_equals_a_single_tile(fmt, models, conv_scene, tmp_path):
     agree = float((a == b).mean())
     assert agree >= 0.9999, agree
     assert len(np.unique(b)) > 1  # the model is not trivially constant
-    semantic, _ = fmt.read(tmp_path / "tiled" / "conv" / f"semantic{fmt.suffix}")
-    whole_file, _ = fmt.read(tmp_path / "whole" / "conv" / f"semantic{fmt.suffix}")
+    semantic, _ = fmt.read(tmp_path / "tiled" / "conv" / f"semantic{_exported(fmt)}")
+    whole_file, _ = fmt.read(tmp_path / "whole" / "conv" / f"semantic{_exported(fmt)}")
     assert float((semantic == whole_file).mean()) >= 0.9999
