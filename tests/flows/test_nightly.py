@@ -139,3 +139,37 @@ def test_nightly_once_exit_codes(scene_factory, tiny_bundle, nightly_pool, tmp_p
     batch = json.loads((out / "batch.json").read_text())
     assert {s["scene_id"]: s["status"] for s in batch["scenes"]} == {
         "p": "ok", "q": "ok", "x": "failed"}
+
+
+def test_a_stac_item_in_the_inbox_is_a_scene_and_its_bands_are_not(
+        scene_factory, tiny_bundle, nightly_pool, tmp_path, prefect_harness):
+    """Nightly passes take STAC Item files: the Item is one scene (its band COGs beside
+    it are not scenes of their own), it gets an item.json and the run a catalog.json,
+    and the next pass reuses it."""
+    import rasterio
+
+    from tests.pipeline.formats.cases import write_band, write_stac_item
+
+    inbox, out, labels = tmp_path / "inbox", tmp_path / "out", tmp_path / "labels"
+    inbox.mkdir()
+    labels.mkdir()
+    image, _ = scene_factory("nightly-stac", size=SIZE, seed=7)
+    with rasterio.open(image) as src:
+        pixels, transform, crs = src.read(), src.transform, src.crs.to_string()
+    bands = {}
+    for i, name in enumerate(("red", "green", "blue")):
+        write_band(inbox / f"B{i + 1}.tif", pixels[i], transform=transform, crs=crs)
+        bands[f"B{i + 1}"] = (f"B{i + 1}.tif", name)
+    write_stac_item(inbox / "item.json", "scene-2026-06-01", bands)
+
+    first, _ = _pass(inbox, out, tiny_bundle.path, labels, pool=nightly_pool,
+                     options={"bands": ["red", "green", "blue"]})
+    assert _runs(first) == {"scene-2026-06-01": "computed"} and first["exit_code"] == 0
+    item = json.loads((out / "scene-2026-06-01" / "item.json").read_text())
+    assert any(link["rel"] == "derived_from" for link in item["links"])
+    catalog = json.loads((out / "catalog.json").read_text())
+    assert any("scene-2026-06-01" in link["href"] for link in catalog["links"]
+               if link["rel"] == "item")
+    second, _ = _pass(inbox, out, tiny_bundle.path, labels, pool=nightly_pool,
+                      options={"bands": ["red", "green", "blue"]})
+    assert _runs(second) == {"scene-2026-06-01": "reused"}
