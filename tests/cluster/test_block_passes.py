@@ -22,7 +22,7 @@ def test_ingest_fusion_and_export_tasks_run_on_both_nodes(tmp_path):
     result = run_script("block_passes.py", tmp_path, timeout=220)
     cluster, local = result["cluster"], result["local"]
     assert len(cluster["nodes"]) == 2
-    for label in ("ingest", "fusion", "fusion-apply", "relabel", "totals", "export"):
+    for label in ("ingest", "fusion", "fusion-apply", "instances", "totals", "export"):
         assert cluster["passes"][label] == cluster["nodes"], label
     assert set(local["passes"]) >= {"ingest", "fusion", "export"}
     assert all(len(nodes) == 1 for nodes in local["passes"].values())
