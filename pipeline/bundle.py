@@ -31,8 +31,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -67,6 +69,27 @@ class ModelFormat(str, Enum):
     EXPORT = "export"  # torch.export.save program (.pt2)
 
 
+class CodeSpec(BaseModel):
+    """A coded concept (e.g. SNOMED CT: ``value: "10200004"``, ``scheme: SCT``,
+    ``meaning: Liver``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: str = Field(min_length=1)
+    scheme: str = Field(min_length=1)
+    meaning: str = Field(min_length=1)
+
+
+class DicomClassSpec(BaseModel):
+    """A class's DICOM-SEG codes: segmented property category and type (None: a
+    generic default, see docs/dicom.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    category: CodeSpec | None = None
+    type: CodeSpec | None = None
+
+
 class ClassSpec(BaseModel):
     """One row of the class table."""
 
@@ -76,6 +99,15 @@ class ClassSpec(BaseModel):
     name: str = Field(min_length=1)
     isthing: bool = False
     color: tuple[int, int, int] = (128, 128, 128)
+    dicom: DicomClassSpec | None = None  # DICOM-SEG coded concepts (DICOM series only)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_dicom(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without codes, dumps (model.yaml, store attrs) stay as they were."""
+        data = handler(self)
+        if data.get("dicom") is None:
+            data.pop("dicom", None)
+        return data
 
 
 class InputSpec(BaseModel):

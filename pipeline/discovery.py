@@ -138,7 +138,7 @@ def _label_files(directory: Location) -> dict[str, Location]:
     for p in files:
         fmt = identify(p)
         if fmt is not None:
-            sid = scene_id_for(p, directory, fmt.suffixes)
+            sid = scene_id_for(p, directory, getattr(fmt, "label_suffixes", fmt.suffixes))
             for suffix in ("_labels", "-labels", ".labels"):
                 if sid.endswith(suffix):
                     sid = sid[: -len(suffix)]

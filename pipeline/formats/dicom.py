@@ -17,28 +17,47 @@ stands for a set of files without the runner knowing it.
   series' exact grid.
 * **Ingest** streams slabs of slices (decoded and rescaled, e.g. CT in HU) into
   ``scene.zarr``; memory is bounded by one slab.
+* **DICOM-SEG**: beside the NIfTI exports, ``segmentation.dcm`` holds the semantic
+  labels as a DICOM Segmentation that references the source instances
+  (:mod:`pipeline.io.dicom_seg`).
+* **Labels** for metrics are a NIfTI file on the series' grid or a DICOM-SEG whose
+  frames reference the series' instances (segments matched to classes by label, else
+  by number).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 from nibabel.nifti1 import Nifti1Header
 from nibabel.orientations import aff2axcodes
 
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
-from pipeline.formats.base import Scene, safe_id, scene_id_for
+from pipeline.formats.base import Scene, Truth, safe_id, scene_id_for
 from pipeline.formats.nifti import (
+    _COMPRESSORS,
+    TRUTH_INSTANCE,
+    TRUTH_SEMANTIC,
     NiftiFormat,
     VolumeScene,
     check_channels,
     model_spacing,
     resample_to_model,
+)
+from pipeline.io.dicom_seg import (
+    SEG_FILE,
+    check_seg,
+    is_seg,
+    read_seg_slab,
+    write_dicom_seg,
 )
 from pipeline.io.dicom_series import (
     DicomSeries,
@@ -52,11 +71,14 @@ from pipeline.io.dicom_series import (
 )
 from pipeline.io.nifti import VolumeInfo
 from pipeline.options import RunOptions
-from pipeline.store import IMAGE, VALID, create_store
+from pipeline.store import IMAGE, SEMANTIC, VALID, create_store
+from pipeline.streaming.metrics import unlabelled_value
 from pipeline.streaming.resample import MODEL_GROUP
 from segcore.errors import InputError
 from segcore.geometry.resample import resampled_shape
 
+DICOM_SEG = "dicom_seg"
+"""The report's ``outputs`` key of the DICOM-SEG export."""
 SUFFIXES = (".dcm", ".dicom", ".ima")
 """Name endings stripped from a scene id when a single file is the INPUT."""
 MAX_NOTES = 20
@@ -79,9 +101,11 @@ class DicomVolume:
 
 @dataclass(frozen=True)
 class DicomScene(VolumeScene):
-    """An ingested series: :class:`VolumeScene` plus the report's DICOM fields."""
+    """An ingested series: :class:`VolumeScene` plus the report's DICOM fields and the
+    checked series (the DICOM-SEG's source; DICOM-SEG labels are read onto it)."""
 
     dicom: dict[str, Any] = field(default_factory=dict)
+    series: DicomSeries | None = None
 
 
 def volume_info(series: DicomSeries, path: str) -> VolumeInfo:
@@ -148,6 +172,7 @@ class DicomFormat(NiftiFormat):
     noun = "a DICOM series"
     description = "a DICOM series (a folder of DICOM files, any names)"
     suffixes: tuple[str, ...] = ()
+    label_suffixes = SUFFIXES  # a DICOM-SEG in a labels folder: ``<scene id>.dcm``
     ndim = 3
 
     def identify(self, path: Any) -> bool:
@@ -198,7 +223,8 @@ class DicomFormat(NiftiFormat):
         if not copy:
             shape = resampled_shape(volume.shape, spacing.source, spacing.target) \
                 if spacing.resample else volume.shape
-            return DicomScene(volume, tuple(channels), spacing, tuple(shape), 0.0, fields)
+            return DicomScene(volume, tuple(channels), spacing, tuple(shape), 0.0, fields,
+                              info.series)
         group = create_store(store, bands=1, shape=volume.shape, dtype=volume.dtype,
                              image_chunk=options.volume_chunk, attrs={
                                  **attrs, **volume.to_attrs(), "channels": list(channels),
@@ -208,13 +234,109 @@ class DicomFormat(NiftiFormat):
                                   chunk=options.volume_chunk,
                                   blocks=blocks) if spacing.resample else volume.shape
         return DicomScene(volume, tuple(channels), spacing, tuple(shape),
-                          time.perf_counter() - start, fields)
+                          time.perf_counter() - start, fields, info.series)
 
     def grid_fields(self, ingested: DicomScene, options: RunOptions) -> dict[str, Any]:
         fields = super().grid_fields(ingested, options)
         for key in ("qform_code", "sform_code", "nifti_version"):
             fields.pop(key, None)
         return {**fields, "dicom": ingested.dicom}
+
+    def export(self, group: zarr.Group, names: list[str], ingested: DicomScene,
+               out_dir: Path, nodata: dict[str, int], blocks: BlockMap = serial) -> dict[str, str]:
+        """The NIfTI exports, then the semantic labels as a DICOM-SEG (``segmentation.dcm``)
+        referencing the source instances."""
+        files = super().export(group, names, ingested, out_dir, nodata, blocks=blocks)
+        classes = group.attrs.get("classes")
+        if SEMANTIC in names and ingested.series is not None and classes:
+            write_dicom_seg(Path(out_dir) / SEG_FILE, ingested.series,
+                            _DiskSlab(group[SEMANTIC], ingested.info), classes,
+                            model=str(group.attrs.get("model", "segpipe")),
+                            nodata=nodata.get(SEMANTIC))
+            files[DICOM_SEG] = SEG_FILE
+        return files
+
+    def check_labels(self, path: Path, ingested: DicomScene) -> None:
+        """A DICOM-SEG must reference the series' instances; else a NIfTI file on the
+        series' grid."""
+        if ingested.series is not None and is_seg(path):
+            check_seg(path, ingested.series)
+        else:
+            super().check_labels(path, ingested)
+
+    @contextmanager
+    def open_labels(self, path: Path, ingested: DicomScene,
+                    group: zarr.Group) -> Iterator[Truth]:
+        if ingested.series is None or not is_seg(path):
+            with super().open_labels(path, ingested, group) as truth:
+                yield truth
+            return
+        try:
+            dtype = copy_seg_labels(path, ingested, group)
+        except BaseException:
+            for name in (TRUTH_SEMANTIC, TRUTH_INSTANCE):  # no half-copied labels are kept
+                if name in group:
+                    del group[name]
+            raise
+        yield Truth(group[TRUTH_SEMANTIC], group[TRUTH_INSTANCE], unlabelled_value(dtype),
+                    str(path))
+
+
+class _DiskSlab:
+    """``(k0, k1) ->`` slices ``k0:k1`` of a canonical store array in the stored
+    ``(column, row, slice)`` order."""
+
+    def __init__(self, array: Any, volume: VolumeInfo) -> None:
+        self.array, self.volume = array, volume
+
+    def __call__(self, k0: int, k1: int) -> np.ndarray:
+        key = self.volume.canonical_slices((slice(None), slice(None), slice(k0, k1)))
+        return self.volume.to_disk(np.asarray(self.array[key]))
+
+
+def _segment_lookup(path: Path, seg: Any, classes: list[dict[str, Any]]) -> np.ndarray:
+    """Segment number -> class id: by segment label when every label is a class name,
+    else the number itself (InputError naming the file when a number is no class)."""
+    by_name = {str(c["name"]): int(c["id"]) for c in classes}
+    numbers = [int(n) for n in seg.segment_numbers]
+    labels = [str(seg.get_segment_description(n).segment_label) for n in numbers]
+    top = max([*numbers, 0])
+    lut = np.arange(top + 1, dtype=np.int64)
+    if classes and all(label in by_name for label in labels):
+        for number, label in zip(numbers, labels):
+            lut[number] = by_name[label]
+    elif classes and top >= len(classes):
+        raise InputError(str(path), f"segment numbers up to {top} and labels {labels}; "
+                         f"expected segment labels among the classes {list(by_name)} or "
+                         f"numbers below {len(classes)} (class ids)")
+    return lut
+
+
+def copy_seg_labels(path: Path, ingested: DicomScene, group: zarr.Group) -> str:
+    """Copy a DICOM-SEG's classes onto the series' grid (``truth_semantic``; instance ids
+    0), one slab of slices at a time; returns the class dtype."""
+    import highdicom as hd
+
+    series, volume = ingested.series, ingested.info
+    if series is None:
+        raise InputError(str(path), "a DICOM-SEG needs the series it was made from")
+    check_seg(path, series)
+    seg = hd.seg.segread(path, lazy_frame_retrieval=True)
+    lut = _segment_lookup(path, seg, list(group.attrs.get("classes") or []))
+    dtype = "uint8" if lut.max(initial=0) < 255 else "uint16"
+    chunks = group[SEMANTIC].chunks
+    sem = group.create_array(TRUTH_SEMANTIC, shape=volume.shape, chunks=chunks, dtype=dtype,
+                             fill_value=0, compressors=_COMPRESSORS, overwrite=True)
+    group.create_array(TRUTH_INSTANCE, shape=volume.shape, chunks=chunks, dtype="uint32",
+                       fill_value=0, compressors=_COMPRESSORS, overwrite=True)
+    columns, rows, n = series.disk_shape
+    step = max(1, (32 * 2**20) // (rows * columns))
+    for k0 in range(0, n, step):
+        k1 = min(n, k0 + step)
+        block = lut[read_seg_slab(seg, series, k0, k1)].astype(dtype)
+        sem[volume.canonical_slices((slice(None), slice(None), slice(k0, k1)))] = \
+            volume.to_canonical(block)
+    return dtype
 
 
 def copy_series(series: DicomSeries, volume: VolumeInfo, group: Any) -> None:
@@ -226,6 +348,7 @@ def copy_series(series: DicomSeries, volume: VolumeInfo, group: Any) -> None:
         image[(0, *key)] = block
         valid[key] = np.isfinite(block) if block.dtype.kind == "f" else \
             np.ones(block.shape, bool)
+        del slab, block  # freed before the next slab is decoded: one slab alive, not two
 
 
 DICOM = DicomFormat()
