@@ -4,7 +4,9 @@ The standard AWS environment (``AWS_ENDPOINT_URL``, a key pair, ``AWS_REGION``) 
 when this file is imported, at collection time, before any test starts Ray: Ray's
 worker processes (the model actors, which open stores on the server themselves) inherit
 the environment of the process that starts the runtime, as they do in ``segpipe run``.
-The server itself starts on first use, on the loopback port chosen here.
+The server itself starts on first use, on the loopback port chosen here. Tests that need it
+live in ``tests/storage`` (importing the fixture into another module would define a second
+session server on the same port).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def s3_server():
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
+    with socket.socket() as sock:  # a server that cannot bind waits forever: fail at once
+        try:
+            sock.bind(("127.0.0.1", PORT))
+        except OSError as exc:
+            pytest.fail(f"S3 test server: 127.0.0.1:{PORT} is taken ({exc}); was the "
+                        "s3_server fixture imported into a module outside tests/storage?")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=PORT, verbose=False)
     server.start()
     yield ENDPOINT

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from flows.cli import app
 from pipeline.storage import S3Uri, objects
 from tests.pipeline.formats.test_stac import _item
-from tests.storage.conftest import bucket, s3_env, s3_server  # noqa: F401 - fixtures
 
 ARGS = ["--model", "demo-satellite", "--bands", "red,green,blue", "--executor", "local"]
 
