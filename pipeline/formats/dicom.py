@@ -153,7 +153,7 @@ def dicom_fields(opened: DicomVolume) -> dict[str, Any]:
     series = opened.series
     group = series.group
     return {
-        "series": group.name, "series_number": group.series_number,
+        "series": group.name, "series_number": group.series_number, "series_uid": group.series_uid,
         "modality": group.modality, "files": len(group.files), "slices": len(series.frames),
         "duplicates_dropped": series.duplicates, "tilt_deg": series.tilt_deg,
         "max_position_error_mm": round(series.residual_mm, 9),

@@ -190,6 +190,7 @@ def test_a_real_jpeg2000_ct_is_ingested_in_hounsfield_units(tmp_path):
     assert fields["dicom"]["modality"] == "CT" and fields["shape"] == [512, 512, 1]
     text = json.dumps(fields)
     header = pydicom.dcmread(source, stop_before_pixels=True)
+    assert fields["dicom"]["series_uid"] == header.SeriesInstanceUID
     for key in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"):
         value = str(header.get(key, "") or "")
         assert not value or value not in text, key
