@@ -49,6 +49,7 @@ from pipeline.formats.nifti import (
     NiftiFormat,
     VolumeScene,
     check_channels,
+    copied_truth,
     model_spacing,
     resample_to_model,
 )
@@ -72,7 +73,6 @@ from pipeline.io.dicom_series import (
 from pipeline.io.nifti import VolumeInfo
 from pipeline.options import RunOptions
 from pipeline.store import IMAGE, SEMANTIC, VALID, create_store
-from pipeline.streaming.metrics import unlabelled_value
 from pipeline.streaming.resample import MODEL_GROUP
 from segcore.errors import InputError
 from segcore.geometry.resample import resampled_shape
@@ -271,15 +271,7 @@ class DicomFormat(NiftiFormat):
             with super().open_labels(path, ingested, group) as truth:
                 yield truth
             return
-        try:
-            dtype = copy_seg_labels(path, ingested, group)
-        except BaseException:
-            for name in (TRUTH_SEMANTIC, TRUTH_INSTANCE):  # no half-copied labels are kept
-                if name in group:
-                    del group[name]
-            raise
-        yield Truth(group[TRUTH_SEMANTIC], group[TRUTH_INSTANCE], unlabelled_value(dtype),
-                    str(path))
+        yield copied_truth(path, group, lambda: copy_seg_labels(path, ingested, group))
 
 
 class _DiskSlab:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +161,20 @@ def copy_label_volume(path: Path, scene: VolumeInfo, group: zarr.Group, *,
     return info.dtype
 
 
+def copied_truth(path: Path, group: zarr.Group, copy: Callable[[], np.dtype]) -> Truth:
+    """The label arrays ``copy()`` writes into ``group`` (it returns the labels' dtype), as a
+    :class:`Truth`; a copy that fails leaves no half-copied arrays behind."""
+    try:
+        dtype = copy()
+    except BaseException:
+        for name in (TRUTH_SEMANTIC, TRUTH_INSTANCE):
+            if name in group:
+                del group[name]
+        raise
+    return Truth(group[TRUTH_SEMANTIC], group[TRUTH_INSTANCE], unlabelled_value(dtype),
+                 str(path))
+
+
 class NiftiFormat(SuffixFormat):
     """NIfTI-1/-2 volumes; see the module docstring."""
 
@@ -215,16 +229,8 @@ class NiftiFormat(SuffixFormat):
     @contextmanager
     def open_labels(self, path: Path, ingested: VolumeScene,
                     group: zarr.Group) -> Iterator[Truth]:
-        try:
-            dtype = copy_label_volume(path, ingested.info, group,
-                                      chunks=group[SEMANTIC].chunks)
-        except BaseException:
-            for name in (TRUTH_SEMANTIC, TRUTH_INSTANCE):  # no half-copied labels are kept
-                if name in group:
-                    del group[name]
-            raise
-        yield Truth(group[TRUTH_SEMANTIC], group[TRUTH_INSTANCE], unlabelled_value(dtype),
-                    str(path))
+        yield copied_truth(path, group, lambda: copy_label_volume(
+            path, ingested.info, group, chunks=group[SEMANTIC].chunks))
 
     def extra_metrics(self, group: zarr.Group, truth: Truth, ingested: VolumeScene, *,
                       classes: list[tuple[int, str]],
