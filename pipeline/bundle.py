@@ -67,6 +67,7 @@ class ModelFormat(str, Enum):
     STATE_DICT = "state_dict"  # built-in architecture + .safetensors / .pt weights
     TORCHSCRIPT = "torchscript"  # torch.jit.save file
     EXPORT = "export"  # torch.export.save program (.pt2)
+    ONNX = "onnx"  # an ONNX file run by onnxruntime (pipeline.inference.onnx_network)
 
 
 class CodeSpec(BaseModel):
@@ -177,6 +178,8 @@ class ModelSpec(BaseModel):
     stride: int = Field(default=1, ge=1)  # window sizes/origins must be multiples of it
     spacing: list[float] | None = None  # 3-D: expected voxel size (z, y, x) mm, canonical order
     spacing_tolerance: float = Field(default=0.05, ge=0.0)  # relative, per axis
+    # 2-D: the ground sample distance the model was trained at (metres per pixel)
+    resolution: float | None = Field(default=None, gt=0.0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast; CPU: fp32
     training: dict[str, Any] | None = None  # provenance and held-out figures
     # open-vocabulary models (architecture 'openvocab2d'): the text prompts, one per class in
@@ -225,10 +228,21 @@ class ModelSpec(BaseModel):
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A located, validated bundle; ``build()`` loads the network."""
+    """A located, validated model; ``build()`` loads the network.
+
+    ``path`` is what :func:`load_bundle` accepts again (workers reload the model from
+    it): a bundle directory, or for a model made elsewhere its file or directory (an
+    ``.onnx`` file, a MONAI bundle, a STAC MLM item; :mod:`pipeline.model_sources`).
+    ``root`` is the directory ``spec.weights`` is relative to (``path`` when None), and
+    ``descriptors`` the files that describe the model besides its weights (what the
+    resume fingerprint digests; ``model.yaml`` when empty). ``kind`` names the source.
+    """
 
     path: Path
     spec: ModelSpec
+    root: Path | None = None
+    descriptors: tuple[Path, ...] = ()
+    kind: str = "bundle"
 
     @property
     def name(self) -> str:
@@ -236,7 +250,13 @@ class ModelBundle:
 
     @property
     def weights_path(self) -> Path:
-        return self.path / self.spec.weights
+        return (self.root or self.path) / self.spec.weights
+
+    @property
+    def descriptor_files(self) -> tuple[Path, ...]:
+        """The files that describe the model besides its weights (sorted, no duplicates)."""
+        files = self.descriptors or (self.path / MODEL_FILE,)
+        return tuple(sorted({f for f in files if f != self.weights_path}))
 
     def build(self) -> torch.nn.Module:
         """Instantiate the network in eval mode with its weights (CPU)."""
@@ -284,7 +304,16 @@ def resolve_bundle_path(model: str | Path) -> Path:
 
 
 def load_bundle(model: str | Path) -> ModelBundle:
-    """Locate and validate a bundle (does not load the weights)."""
+    """Locate and validate a model (does not load the weights).
+
+    ``model`` is a bundled model's name, a bundle directory (``model.yaml``) or a model
+    made elsewhere that :mod:`pipeline.model_sources` recognises.
+    """
+    from pipeline.model_sources import external_bundle
+
+    external = external_bundle(model)
+    if external is not None:
+        return external
     path = resolve_bundle_path(model)
     try:
         raw = yaml.safe_load((path / MODEL_FILE).read_text())
@@ -311,7 +340,11 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
 
     spec = bundle.spec
     try:
-        if spec.format is ModelFormat.TORCHSCRIPT:
+        if spec.format is ModelFormat.ONNX:
+            from pipeline.inference.onnx_network import OnnxNetwork
+
+            net = OnnxNetwork(bundle)
+        elif spec.format is ModelFormat.TORCHSCRIPT:
             net = torch.jit.load(str(bundle.weights_path), map_location="cpu")
         elif spec.format is ModelFormat.EXPORT:
             net = torch.export.load(str(bundle.weights_path)).module()
@@ -329,7 +362,7 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
         raise ModelError(
             f"model '{spec.name}': cannot load {bundle.weights_path.name}: {exc}"
         ) from exc
-    if hasattr(net, "eval") and spec.format is not ModelFormat.EXPORT:
+    if hasattr(net, "eval") and spec.format not in (ModelFormat.EXPORT, ModelFormat.ONNX):
         net.eval()  # an exported program is already traced in eval mode (and refuses .eval())
     return net
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Self
 
 from pipeline.atomic import write_text_atomic
-from pipeline.bundle import MODEL_FILE, ModelBundle
+from pipeline.bundle import ModelBundle
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
 from pipeline.storage import access, objects
@@ -172,7 +172,7 @@ def run_fingerprint(scene_path: str | os.PathLike[str] | Location, bundle: Model
     chosen = options.model_dump(mode="json", include=set(_OUTPUT_OPTIONS))
     return Fingerprint({
         "input": input_identity(scene_path),
-        "model": [bundle.name, file_digest(bundle.path / MODEL_FILE),
+        "model": [bundle.name, *(file_digest(f) for f in bundle.descriptor_files),
                   file_digest(bundle.weights_path)],
         "options": chosen,
         "segpipe": segpipe_version(),

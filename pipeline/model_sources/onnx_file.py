@@ -1,0 +1,17 @@
+"""Placeholder: being written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segcore.errors import ModelError
+
+
+class OnnxFileSource:
+    kind = "onnx"
+
+    def claims(self, path: Path) -> bool:
+        return False
+
+    def load(self, path: Path):
+        raise ModelError(f"model '{path}': onnx models are not supported yet")
