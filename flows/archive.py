@@ -34,7 +34,7 @@ from flows.segment_scene import (
     start_pool,
 )
 from pipeline.bundle import load_bundle
-from pipeline.discovery import discover, match_labels
+from pipeline.discovery import find, match_labels
 from pipeline.options import load_run_options
 from pipeline.run import SceneResult, Workspace, run_scene
 from segcore.errors import ConfigError, InputError, ModelError
@@ -117,7 +117,8 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
     if retries < 0:
         raise ConfigError(f"retries: expected an integer >= 0, received {retries!r}")
     run_options = load_run_options(None, options or {})
-    scenes = discover([root])
+    found = find([root])  # the scenes, and the files left out (batch ``skipped`` rows)
+    scenes = found.scenes
     label_map = match_labels(scenes, labels)
     bundle = load_bundle(model)
     out_dir = Path(out).resolve()
@@ -135,7 +136,7 @@ def archive_batch(root: str, out: str, model: str, labels: str | None = None,
 
     try:
         result = run_batch(scenes, out_dir, label_map, submit=submit, model=bundle.name,
-                           limit=run_options.scenes_in_flight)
+                           limit=run_options.scenes_in_flight, skipped=found.skipped)
     finally:
         if own_pool:
             pool.shutdown()

@@ -2,7 +2,9 @@
 
 :func:`run_batch` runs each scene by a given ``submit``, up to ``scenes_in_flight``
 at once, turns every end into one :class:`~pipeline.report.batch.BatchRow` and
-writes ``batch.json`` / ``batch.csv``. One failing scene never stops the others.
+writes ``batch.json`` / ``batch.csv`` (with a ``skipped`` row for each file discovery
+left out: :func:`pipeline.report.batch.skipped_rows`; they do not count as scenes and
+never change the exit code). One failing scene never stops the others.
 ``submit`` returns the scene's :class:`~pipeline.run.SceneResult` or raises its
 error: :func:`segment_scenes` (``segpipe run``, ``segpipe demo``) calls
 :func:`pipeline.run.run_scene` directly, with no orchestrator and no Prefect server
@@ -13,17 +15,18 @@ to start; the Prefect flows (:mod:`flows.segment_scene`, :mod:`flows.archive`) p
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.bundle import ModelBundle
 from pipeline.formats import Scene
 from pipeline.formats.stac import write_run_catalog
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
-from pipeline.report.batch import BatchRow, write_batch
+from pipeline.report.batch import BatchRow, skipped_rows, write_batch
 from pipeline.run import SceneResult, Workspace, run_scene
 from pipeline.run.workspace import out_location
 from segcore.errors import SegpipeError
@@ -65,10 +68,12 @@ def failure_reason(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One row per scene, in input order, and the error of every failed scene."""
+    """One row per scene, in input order, the error of every failed scene, and the
+    ``skipped`` rows of the files discovery left out (not scenes: no count, no exit code)."""
 
     outcomes: list[BatchRow]
     errors: dict[str, BaseException]
+    skipped: list[BatchRow] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -93,27 +98,32 @@ def _row(scene: Scene, submit: Submit, workspace: Workspace,
 
 
 def run_batch(scenes: list[Scene], out_dir: Path, labels: dict, *,
-              submit: Submit, model: str, limit: int) -> BatchResult:
-    """Run every scene through ``submit`` (up to ``limit`` at once); write the batch files."""
+              submit: Submit, model: str, limit: int,
+              skipped: Sequence[Any] = ()) -> BatchResult:
+    """Run every scene through ``submit`` (up to ``limit`` at once); write the batch files
+    (``skipped``: the files discovery left out, :class:`pipeline.discovery.Found`)."""
     errors: dict[str, BaseException] = {}
+    left_out = skipped_rows(skipped)
 
     def one(scene: Scene) -> BatchRow:
         workspace = Workspace(scene, out_dir, labels.get(scene.scene_id))
         return _row(scene, submit, workspace, errors)
 
     rows = in_flight(one, scenes, limit)
-    write_batch(out_dir, rows, model=model)
+    write_batch(out_dir, rows, model=model, skipped=left_out)
     write_run_catalog(out_dir, rows, model=model)  # STAC scenes: catalog.json
-    return BatchResult(rows, errors)
+    return BatchResult(rows, errors, left_out)
 
 
 def segment_scenes(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir,
-                   labels: dict | None = None, *, pool: TilePool) -> BatchResult:
+                   labels: dict | None = None, *, pool: TilePool,
+                   skipped: Sequence[Any] = ()) -> BatchResult:
     """Segment several scenes with ``pool``'s actors, in plain Python (no orchestrator).
 
     Each scene runs :func:`pipeline.run.run_scene` (resume, publish, discard on error);
     ``batch.json`` / ``batch.csv`` are written in ``out_dir`` (a local directory,
-    created if missing, or an ``s3://`` prefix).
+    created if missing, or an ``s3://`` prefix), with a row for each file of
+    ``skipped`` (discovery's left-out files).
     """
     out = out_location(out_dir)  # absolute: actors on other nodes/cwds need it
 
@@ -121,7 +131,7 @@ def segment_scenes(scenes: list[Scene], bundle: ModelBundle, options: RunOptions
         return run_scene(workspace, bundle, options, pool)
 
     return run_batch(scenes, out, labels or {}, submit=submit, model=bundle.name,
-                     limit=options.scenes_in_flight)
+                     limit=options.scenes_in_flight, skipped=skipped)
 
 
 def in_flight(work: Callable[[Scene], BatchRow], scenes: list[Scene],

@@ -13,7 +13,9 @@ relative paths.
 Hidden files and directories (a name, or any folder of a key below the scanned
 prefix, starting with ``.``) are skipped when scanning, so a NAS ``.snapshot/`` tree
 is not processed a second time; a hidden file named explicitly as an INPUT is still
-accepted. Scene ids are made safe in one place, :func:`safe_id`: they never leave
+accepted. Files that a format's scan looked at and left out (junk and non-image objects
+in a DICOM tree) come back with their reasons (:func:`find`, :class:`Found`) for the
+batch's ``skipped`` rows. Scene ids are made safe in one place, :func:`safe_id`: they never leave
 ``--out``, are never hidden and never collide with the files a batch writes there
 (``batch.json``, ``batch.csv``, ``catalog.json``): ``batch.json.tif`` gets the id
 ``_batch.json``.
@@ -22,16 +24,25 @@ accepted. Scene ids are made safe in one place, :func:`safe_id`: they never leav
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.formats import FORMATS, Scene, identify
-from pipeline.formats.base import safe_id, scene_id_for, visible_files
+from pipeline.formats.base import SkippedFile, safe_id, scene_id_for, visible_files
 from pipeline.storage import StorageError, objects
 from pipeline.storage.location import Location, S3Uri, parse_location
 from segcore.errors import ConfigError
 
-__all__ = ["Scene", "discover", "match_labels", "safe_id", "scan"]
+__all__ = ["Found", "Scene", "discover", "find", "match_labels", "safe_id", "scan"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the INPUTs hold: the scenes, and the files scans left out with their reasons."""
+
+    scenes: list[Scene]
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 def _accepted() -> str:
@@ -52,17 +63,29 @@ def _remote_files(prefix: S3Uri) -> list[S3Uri]:
 
 def scan(directory: Location) -> list[Scene]:
     """Every scene of every format under ``directory``, in path order (none is fine)."""
+    return _scan(directory).scenes
+
+
+def _scan(directory: Location) -> Found:
+    skipped: list[SkippedFile] = []
     if isinstance(directory, S3Uri):
         found = [s for uri in _remote_files(directory)
                  if (fmt := identify(uri)) is not None for s in _file_scenes(fmt, uri, directory)]
     else:
-        found = [s for f in FORMATS.values() for s in f.discover(directory)]
+        found = []
+        for fmt in FORMATS.values():  # ``survey``: scenes and left-out files in one scan
+            survey = getattr(fmt, "survey", None)
+            scenes, files = survey(directory) if survey is not None else \
+                (fmt.discover(directory), [])
+            found.extend(scenes)
+            skipped.extend(files)
     unique = {(str(s.path), s.scene_id): s for s in found}  # a catalog and its Item files
     # files another scene reads (a STAC Item's band COGs) are not scenes of their own
     claimed = {p for f in FORMATS.values() if hasattr(f, "claimed_files")
                for p in f.claimed_files(list(unique.values()))}
     kept = [s for s in unique.values() if str(s.path) not in claimed]
-    return sorted(kept, key=lambda s: s.path)
+    left_out = [f for f in skipped if os.path.abspath(f.path) not in claimed]
+    return Found(sorted(kept, key=lambda s: s.path), left_out)
 
 
 def _remote_kind(uri: S3Uri) -> str:
@@ -78,17 +101,17 @@ def _remote_kind(uri: S3Uri) -> str:
     raise StorageError(str(uri), "no such key or prefix")
 
 
-def _scenes_of(item: str | os.PathLike[str] | Location) -> list[Scene]:
+def _scenes_of(item: str | os.PathLike[str] | Location) -> Found:
     path = parse_location(item)
     if isinstance(path, S3Uri):
         if _remote_kind(path) == "dir":
-            return scan(path)
-        return _scenes_of_file(path)
+            return _scan(path)
+        return Found(_scenes_of_file(path))
     if path.is_dir():
-        return scan(path)
+        return _scan(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
-    return _scenes_of_file(path)
+    return Found(_scenes_of_file(path))
 
 
 def _file_scenes(fmt: Any, path: Location, root: Location | None = None) -> list[Scene]:
@@ -107,7 +130,13 @@ def _scenes_of_file(path: Location) -> list[Scene]:
 
 
 def discover(inputs: list[str | Path]) -> list[Scene]:
-    """Expand files and directories into scenes, in a stable order.
+    """Expand files and directories into scenes, in a stable order (:func:`find`)."""
+    return find(inputs).scenes
+
+
+def find(inputs: list[str | Path]) -> Found:
+    """Expand files and directories into scenes, in a stable order, with the files the
+    directory scans left out (a junk file or an RTSTRUCT in a DICOM tree) and why.
 
     Raises
     ------
@@ -115,10 +144,14 @@ def discover(inputs: list[str | Path]) -> list[Scene]:
         When an input does not exist, a file has an unsupported extension, nothing
         is found, or two inputs would get the same scene id.
     """
-    scenes = [s for item in inputs for s in _scenes_of(item)]
+    founds = [_scenes_of(item) for item in inputs]
+    scenes = [s for f in founds for s in f.scenes]
+    skipped = [s for f in founds for s in f.skipped]
     if not scenes:
+        left = f"; {len(skipped)} file(s) left out, e.g. {skipped[0].path}: " \
+            f"{skipped[0].reason}" if skipped else ""
         raise ConfigError("no input found: " + ", ".join(str(i) for i in inputs)
-                          + f" holds no {_suffixes()} file or DICOM image series")
+                          + f" holds no {_suffixes()} file or DICOM image series" + left)
     seen: dict[str, Location] = {}
     for scene in scenes:
         if scene.scene_id in seen:
@@ -127,7 +160,7 @@ def discover(inputs: list[str | Path]) -> list[Scene]:
                 f"{seen[scene.scene_id]}; rename one or pass their common parent directory"
             )
         seen[scene.scene_id] = scene.path
-    return scenes
+    return Found(scenes, skipped)
 
 
 def _label_files(directory: Location) -> dict[str, Location]:

@@ -14,6 +14,11 @@ Shared vocabulary:
   frozen; the format's own description of its input travels inside it.
 * :class:`Truth`: a label file opened for metrics, as sliceable arrays on the
   stored grid.
+* :class:`SkippedFile`: a file a format looked at while scanning a directory and left
+  out, with its reason (the batch lists them; optional ``survey`` method).
+* An *input identity* (:meth:`SceneFormat.input_identity`): what identifies the content
+  of every file a scene is read from; the run fingerprint hashes it, so a scene whose
+  files changed is computed again (:mod:`pipeline.run.resume`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import zarr
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.options import RunOptions
+from pipeline.storage import objects
+from pipeline.storage.location import Location, S3Uri, parse_location
 from pipeline.streaming.summary import BlockSizes, ClassTotals, SizeUnit
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
@@ -48,6 +55,30 @@ class Scene:
     path: Path
     scene_id: str
     kind: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file found while scanning a directory that is no scene of ``kind``, and why.
+
+    ``path`` is the file as found: the scanned directory as given joined with the
+    file's path below it (no header value ever goes into it).
+    """
+
+    path: str
+    reason: str
+    kind: str
+
+
+def file_identity(path: str | os.PathLike[str] | Location) -> list:
+    """What identifies one file's content: ``[path, size, mtime_ns]`` for a local file
+    (path resolved), ``[uri, size, mtime_ns, etag]`` for an ``s3://`` object."""
+    where = parse_location(path)
+    if isinstance(where, S3Uri):
+        info = objects.stat(where)
+        return [str(where), info.size, info.mtime_ns, info.etag]
+    st = where.stat()
+    return [str(where.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def safe_id(text: str) -> str:
@@ -170,6 +201,13 @@ class SceneFormat(Protocol):
         """Validate ``path`` without reading its pixels (InputError, one line)."""
         ...
 
+    def input_identity(self, scene: Scene) -> list:
+        """What identifies the content of every file ``scene`` is read from, JSON-able
+        and small (the run fingerprint's ``input`` part): :func:`file_identity` of
+        ``scene.path`` for a single-file scene; a scene read from several files covers
+        them all (a DICOM series: every instance; a STAC Item: its band files)."""
+        ...
+
     def ingest(self, info: Any, store: Path, *, bundle: ModelBundle, options: RunOptions,
                attrs: dict[str, Any], copy: bool, blocks: BlockMap = serial) -> IngestedScene:
         """Copy the selected bands/channels into ``store`` in canonical layout.
@@ -231,6 +269,10 @@ class SuffixFormat:
 
     def identify(self, path: Path) -> bool:
         return path.name.lower().endswith(self.suffixes)
+
+    def input_identity(self, scene: Scene) -> list:
+        """The scene's one file (:func:`file_identity`)."""
+        return file_identity(scene.path)
 
     def scene(self, path: Path, root: Path | None = None) -> Scene:
         return Scene(path, scene_id_for(path, root, self.suffixes), self.name)

@@ -23,10 +23,20 @@ stands for a set of files without the runner knowing it.
 * **Labels** for metrics are a NIfTI file on the series' grid or a DICOM-SEG whose
   frames reference the series' instances (segments matched to classes by label, else
   by number).
+* **Skipped files**: a scan of a tree (:meth:`DicomFormat.survey`) also returns every
+  file it left out (not DICOM, unreadable, empty, a non-image object) with its reason,
+  for the batch's ``skipped`` rows; a tree without any DICOM file returns none (a
+  GeoTIFF folder's README is no news). The scene's report keeps the files its own
+  folder left out (``dicom.skipped``).
+* **Input identity** (:meth:`DicomFormat.input_identity`): every file of the series,
+  so the run fingerprint changes when a slice is touched, added or removed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +51,14 @@ from nibabel.orientations import aff2axcodes
 
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
-from pipeline.formats.base import Scene, Truth, safe_id, scene_id_for
+from pipeline.formats.base import (
+    Scene,
+    SkippedFile,
+    Truth,
+    file_identity,
+    safe_id,
+    scene_id_for,
+)
 from pipeline.formats.nifti import (
     _COMPRESSORS,
     TRUTH_INSTANCE,
@@ -68,6 +85,7 @@ from pipeline.io.dicom_series import (
     build_series,
     looks_like_dicom,
     scan_folder,
+    scan_folder_cached,
     walk_folders,
 )
 from pipeline.io.nifti import VolumeInfo
@@ -183,7 +201,7 @@ class DicomFormat(NiftiFormat):
         named after its folder and series (:meth:`discover`)."""
         if root is None:
             return Scene(path, scene_id_for(path, None, SUFFIXES), self.name)
-        return self._scene(_group_of(path, scan_folder(path.parent)), root)
+        return self._scene(_group_of(path, scan_folder_cached(path.parent)), root)
 
     def _scene(self, group: SeriesGroup, root: Path) -> Scene:
         folder = Path(group.folder)
@@ -194,11 +212,40 @@ class DicomFormat(NiftiFormat):
     def discover(self, root: Path) -> list[Scene]:
         """One scene per image series of every folder under ``root`` (files that other
         formats claim by their names are not tried)."""
+        return self.survey(root)[0]
+
+    def survey(self, root: Path) -> tuple[list[Scene], list[SkippedFile]]:
+        """:meth:`discover`'s scenes and the files the scan left out, with their reasons
+        (none when no file under ``root`` is DICOM: a tree of other inputs)."""
         from pipeline.formats import FORMATS  # the registry imports this module
 
         claimed = tuple(s for f in FORMATS.values() if f is not self for s in f.suffixes)
-        return [self._scene(group, root) for folder, files in walk_folders(root)
-                for group in scan_folder(folder, files, claimed=claimed).groups]
+        scenes: list[Scene] = []
+        skipped: list[SkippedFile] = []
+        dicom_seen = False
+        for folder, files in walk_folders(root):
+            scan = scan_folder(folder, files, claimed=claimed)
+            scenes.extend(self._scene(group, root) for group in scan.groups)
+            dicom_seen = dicom_seen or bool(scan.groups) or any(s.dicom for s in scan.skipped)
+            skipped.extend(SkippedFile(str(Path(folder, s.path)), s.reason, self.name)
+                           for s in scan.skipped)
+        return scenes, skipped if dicom_seen else []
+
+    def input_identity(self, scene: Scene) -> list:
+        """``[folder, series name, files, digest]``: the digest hashes the sorted
+        ``(file name, size, mtime_ns)`` of every file the series is read from (after
+        repeated instances are dropped), so touching, adding or removing a slice changes
+        it and a junk or non-image file beside the series does not. A file no longer in
+        an image series is identified alone (opening it then fails with the reason)."""
+        path = Path(scene.path)
+        try:
+            group = _group_of(path, scan_folder_cached(path.parent))
+            rows = [[Path(f).name, (st := os.stat(f)).st_size, st.st_mtime_ns]
+                    for f in group.instance_files]
+        except (InputError, OSError):
+            return file_identity(path)
+        digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+        return [str(path.parent.resolve()), group.name, len(rows), digest]
 
     def open(self, path: Path) -> DicomVolume:
         """Find the series of ``path`` in its folder and check its geometry (headers
@@ -206,7 +253,7 @@ class DicomFormat(NiftiFormat):
         path = Path(path)
         if not path.is_file():
             raise InputError(str(path), "file not found (expected a DICOM file)")
-        scan = scan_folder(path.parent)
+        scan = scan_folder_cached(path.parent)
         series = build_series(_group_of(path, scan))
         return DicomVolume(series, volume_info(series, str(path)), scan.skipped)
 

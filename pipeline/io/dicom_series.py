@@ -10,7 +10,8 @@ further where one series mixes orientations, pixel spacings or sizes. Non-image 
 (SR, RTSTRUCT, SEG, DICOMDIR, presentation states, RT dose/plan, images without
 patient geometry) are skipped with a note; non-DICOM and unreadable files are listed
 with a reason (:class:`Skipped`). :func:`walk_folders` yields the visible folders of a
-tree (hidden files and folders skipped).
+tree (hidden files and folders skipped). :func:`scan_folder_cached` reuses a folder's scan
+while its files' names, sizes and modification times (:func:`folder_state`) stay the same.
 
 Geometry
 --------
@@ -42,6 +43,7 @@ import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +64,34 @@ POSITION_TOLERANCE_MM = 1e-3
 GAP_FACTOR = 1.5
 """A step between neighbouring slices this many times the usual one is a missing slice."""
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-_NON_IMAGE_PREFIXES = {
-    "1.2.840.10008.5.1.4.1.1.88.": "a structured report (SR)",
+_NON_IMAGE_PREFIXES = {  # SOP class UID prefix -> what it is (longest prefixes first)
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT (an RT structure set)",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN (an RT plan)",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE (an RT dose)",
     "1.2.840.10008.5.1.4.1.1.481.": "an RT object (RTSTRUCT, RT plan or RT dose)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG (a segmentation)",
     "1.2.840.10008.5.1.4.1.1.66": "a segmentation/registration object (SEG, REG)",
-    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
+    "1.2.840.10008.5.1.4.1.1.88.": "SR (a structured report)",
+    "1.2.840.10008.5.1.4.1.1.11.": "PR (a presentation state)",
     "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
     "1.2.840.10008.5.1.4.1.1.9.": "a waveform",
-    "1.2.840.10008.1.3.10": "a DICOMDIR",
+    "1.2.840.10008.1.3.10": "DICOMDIR (a media directory)",
 }
+_STORAGE_PREFIX = "1.2.840.10008.5.1.4.1.1."  # SOP classes of stored objects (images, ...)
 _DECIMALS = 4  # orientation cosines and spacings are compared to this many decimals
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file that is not part of any image series, and why (file name only)."""
+    """A file that is not part of any image series, and why (file name only).
+
+    ``dicom`` is True when the file is DICOM (a non-image object, or an image or header
+    that cannot be used), False for a file that is not DICOM or cannot be read at all.
+    """
 
     path: str
     reason: str
+    dicom: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,13 @@ class SeriesGroup:
     def representative(self) -> str:
         """The file that stands for the group (the first in path order)."""
         return self.files[0]
+
+    @property
+    def instance_files(self) -> tuple[str, ...]:
+        """Distinct files the series is read from, sorted: :attr:`files` less those
+        whose every frame repeats an instance of another file (:func:`build_series`
+        reads a repeated instance once, from the first file in path order)."""
+        return tuple(sorted({f.path for f in _unique(self.frames)[0]}))
 
 
 @dataclass(frozen=True)
@@ -253,20 +272,56 @@ def scan_folder(folder: str | os.PathLike[str], files: Sequence[Path] | None = N
     return FolderScan(_name_groups(str(folder), frames), tuple(skipped))
 
 
+def folder_state(folder: str | os.PathLike[str]) -> tuple[tuple[str, int, int], ...]:
+    """``(name, size, mtime_ns)`` of the visible files of ``folder``, sorted by name
+    (empty when it is not a readable directory)."""
+    try:
+        with os.scandir(folder) as entries:
+            found = []
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                st = entry.stat()
+                found.append((entry.name, st.st_size, st.st_mtime_ns))
+    except OSError:
+        return ()
+    return tuple(sorted(found))
+
+
+@lru_cache(maxsize=8)
+def _scan_state(folder: str, state: tuple[tuple[str, int, int], ...]) -> FolderScan:
+    return scan_folder(folder, [Path(folder, name) for name, _, _ in state])
+
+
+def scan_folder_cached(folder: str | os.PathLike[str]) -> FolderScan:
+    """:func:`scan_folder` of all visible files of ``folder``, reused while none of them
+    changed (same names, sizes and modification times): a run scans a series' folder
+    for its fingerprint, then again to open it; only the first reads headers."""
+    return _scan_state(str(folder), folder_state(folder))
+
+
 def _frames_of(path: Path) -> list[tuple[Frame, dict[str, Any]]] | Skipped:
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        return Skipped(path.name, f"unreadable file ({_one_line(exc)})")
+    if empty:
+        return Skipped(path.name, "empty file (0 bytes)")
     if not looks_like_dicom(path):
         return Skipped(path.name, "not a DICOM file")
     try:  # a damaged file fails in many ways (struct, overflow, decoding errors...)
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         why = _not_an_image(ds)
     except Exception as exc:  # noqa: BLE001 - one skipped file, with its reason
-        return Skipped(path.name, f"unreadable DICOM header ({_one_line(exc)})")
+        return Skipped(path.name, f"unreadable DICOM header ({_one_line(exc)})", dicom=True)
     if why:
-        return Skipped(path.name, why)
+        return Skipped(path.name, why, dicom=True)
     try:
         return _frames(path, ds)
     except Exception as exc:  # noqa: BLE001 - values are parsed lazily: any can be bad
-        return Skipped(path.name, f"image without usable patient geometry ({_one_line(exc)})")
+        return Skipped(path.name, f"image without usable patient geometry ({_one_line(exc)})",
+                       dicom=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -284,6 +339,8 @@ def _not_an_image(ds: pydicom.Dataset) -> str:
         if sop.startswith(prefix):
             return f"{what}, not an image: skipped"
     if "Rows" not in ds or "Columns" not in ds:
+        if sop.startswith(_STORAGE_PREFIX):  # an image class: the header ended early
+            return "an image file cut short or damaged (no Rows/Columns): skipped"
         return "no image (no Rows/Columns): skipped"
     if "ImagePositionPatient" not in ds and "PerFrameFunctionalGroupsSequence" not in ds:
         return "an image without patient geometry (no ImagePositionPatient): skipped"

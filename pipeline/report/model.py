@@ -36,10 +36,12 @@ __all__ = [
 
 
 class Status(str, Enum):
-    """How a scene of a batch ended."""
+    """How a scene of a batch ended (``skipped``: a file found while scanning that is
+    no scene, e.g. junk or a non-image object in a DICOM tree; batch rows only)."""
 
     OK = "ok"
     FAILED = "failed"
+    SKIPPED = "skipped"
 
 
 class _Model(BaseModel):

@@ -1,7 +1,8 @@
 """Resumable runs: a fingerprint of what makes a scene's result, and what may be reused.
 
 The fingerprint hashes the input file (path, size, modification time; for an ``s3://``
-object its URI, size, modification time and entity tag), the model
+object its URI, size, modification time and entity tag; every file of a scene read from
+several, as its format says: :meth:`pipeline.formats.SceneFormat.input_identity`), the model
 (name, ``model.yaml`` and weights file digests), the options that change the
 output (tile, halo, bands, spacing policy, chunking) and the segpipe version (an
 upgrade recomputes). It is stored in the partial scene directory once ingest has
@@ -167,11 +168,16 @@ class Fingerprint(str):
 
 
 def run_fingerprint(scene_path: str | os.PathLike[str] | Location, bundle: ModelBundle,
-                    options: RunOptions) -> Fingerprint:
-    """A hex digest that changes whenever the scene's result could change."""
+                    options: RunOptions, *, identity: list | None = None) -> Fingerprint:
+    """A hex digest that changes whenever the scene's result could change.
+
+    ``identity`` is the input's identity as its format gives it
+    (:meth:`pipeline.formats.SceneFormat.input_identity`: every file of a DICOM series,
+    a STAC Item's band files); without it, :func:`input_identity` of ``scene_path``.
+    """
     chosen = options.model_dump(mode="json", include=set(_OUTPUT_OPTIONS))
     return Fingerprint({
-        "input": input_identity(scene_path),
+        "input": identity if identity is not None else input_identity(scene_path),
         "model": [bundle.name, *(file_digest(f) for f in bundle.descriptor_files),
                   file_digest(bundle.weights_path)],
         "options": chosen,

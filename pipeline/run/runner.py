@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.bundle import ModelBundle
+from pipeline.formats import format_of
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
@@ -74,7 +75,9 @@ def run_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
 
 def _run_locked(workspace: Workspace, bundle: ModelBundle, options: RunOptions,
                 pool: TilePool, call: StageCall) -> SceneResult:
-    fingerprint = run_fingerprint(workspace.scene.path, bundle, options)
+    scene = workspace.scene
+    fingerprint = run_fingerprint(scene.path, bundle, options,
+                                  identity=format_of(scene).input_identity(scene))
     digest = try_labels_digest(workspace.labels)
     report_path = workspace.final / REPORT
     if options.resume:

@@ -184,7 +184,7 @@ def test_an_unexpected_error_is_one_line_and_exit_3(good_scene, tmp_path, monkey
     def broken(inputs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(pipeline.discovery, "discover", broken)
+    monkeypatch.setattr(pipeline.discovery, "find", broken)  # what `run` calls
     monkeypatch.setattr(sys, "argv", ["segpipe", "run", str(good_scene[0]), "--model",
                                       "demo-satellite", "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit) as exit_info:
