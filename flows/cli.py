@@ -67,13 +67,14 @@ def _prepare(ray_start, inputs: list[str], model: str, out_dir: Path | str,
              labels: str | None, options, debug: bool) -> tuple:
     """Check inputs, labels, model and ``--out`` (exit 2), then start the model actors and
     wait for them (exit 2 when Ray or the actors cannot start); returns
-    ``(pool, (scenes, label_map, bundle, out_dir))``."""
+    ``(pool, (scenes, label_map, bundle, out_dir, skipped))``."""
     from pipeline.bundle import load_bundle
-    from pipeline.discovery import discover, match_labels
+    from pipeline.discovery import find, match_labels
     from pipeline.run.workspace import prepare_out_dir
 
     with unusable_on_error(debug):
-        scenes = discover(inputs)
+        found = find(inputs)
+        scenes = found.scenes
         label_map = match_labels(scenes, labels)
         bundle = load_bundle(model)
         out_dir = prepare_out_dir(out_dir)
@@ -87,7 +88,7 @@ def _prepare(ray_start, inputs: list[str], model: str, out_dir: Path | str,
             bundle = bundle_with_prompts(bundle, options.prompts, home)
         bundle.build()  # an unreadable model is caught before any work starts
         pool = _start_pool(ray_start, scenes, bundle, options)
-    return pool, (scenes, label_map, bundle, out_dir)
+    return pool, (scenes, label_map, bundle, out_dir, found.skipped)
 
 
 def _start_pool(ray_start, scenes, bundle, options):
@@ -120,7 +121,7 @@ def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Opt
     ray_start = begin(inputs, out_dir, options.ray_address, quiet=not debug,
                       local=likely_local(inputs, options))
     try:
-        pool, (scenes, label_map, bundle, out_dir) = _prepare(
+        pool, (scenes, label_map, bundle, out_dir, skipped) = _prepare(
             ray_start, inputs, model, out_dir, labels, options, debug)
     except BaseException:
         ray_start.abandon()  # nothing ran: stop what was started for it
@@ -136,7 +137,8 @@ def run_batch(inputs: list[str], model: str, out_dir: Path | str, *, labels: Opt
         try:
             with Progress(*columns, console=err, transient=False) as progress, \
                     progress_sink(RichProgress(progress)):
-                result = segment_scenes(scenes, bundle, options, out_dir, label_map, pool=pool)
+                result = segment_scenes(scenes, bundle, options, out_dir, label_map, pool=pool,
+                                        skipped=skipped)
         finally:
             pool.shutdown()
         _print_outcomes(result, debug)
@@ -157,6 +159,9 @@ def _print_outcomes(result, debug: bool) -> None:
             if debug and outcome.scene_id in result.errors:
                 exc = result.errors[outcome.scene_id]
                 traceback.print_exception(type(exc), exc, exc.__traceback__)
+    if result.skipped:  # junk and non-image DICOM objects: listed, never an exit code
+        err.print(f"skipped {len(result.skipped)} row(s) of files that are no scene (not "
+                  "DICOM, unreadable or not an image): see batch.csv", soft_wrap=True)
 
 
 @app.command()
@@ -286,9 +291,16 @@ def _num(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-@app.command()
-def models() -> None:
-    """List the bundled models."""
+models_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                         help="List the bundled models; `inspect` describes any model.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context) -> None:
+    """List the bundled models (`segpipe models inspect MODEL` describes one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from pipeline.bundle import bundled_models, load_bundle
 
     table = Table(title="bundled models")
@@ -301,6 +313,28 @@ def models() -> None:
         table.add_row(name, spec.architecture or spec.format.value, str(spec.input.channels),
                       ", ".join(spec.class_names), str(spec.tile), figures)
     stdout.print(table)
+
+
+@models_app.command("inspect")
+def models_inspect(
+    model: Annotated[str, typer.Argument(
+        help="Anything --model takes: a bundled name, a bundle directory, an .onnx file, "
+             "a MONAI bundle or a STAC MLM item.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Print what a run will do with MODEL: inputs, normalisation, classes, tile, halo,
+    receptive field, device (nothing runs)."""
+    from pipeline.model_inspect import inspect_model, render
+
+    if not debug:
+        environment.silence_library_logs()
+    with unusable_on_error(debug):
+        info = inspect_model(model)
+    if json_output:
+        typer.echo(info.model_dump_json(indent=2))
+    else:
+        render(info, stdout)
 
 
 @app.command()

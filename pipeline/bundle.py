@@ -67,7 +67,7 @@ class ModelFormat(str, Enum):
     STATE_DICT = "state_dict"  # built-in architecture + .safetensors / .pt weights
     TORCHSCRIPT = "torchscript"  # torch.jit.save file
     EXPORT = "export"  # torch.export.save program (.pt2)
-    ONNX = "onnx"  # an ONNX file run by onnxruntime (pipeline.inference.onnx_network)
+    ONNX = "onnx"  # an ONNX file run by onnxruntime (pipeline.model_sources.onnx_network)
 
 
 class CodeSpec(BaseModel):
@@ -111,6 +111,25 @@ class ClassSpec(BaseModel):
         return data
 
 
+class SceneStatistics(BaseModel):
+    """Normalisation from each scene's own intensities (MONAI ``NormalizeIntensityd`` /
+    ``ScaleIntensityd`` without fixed values), computed once per scene over its valid
+    samples (:mod:`pipeline.inference.scene_intensity`); replaces ``input.mean/std``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    statistic: Literal["mean_std", "min_max"]
+    channel_wise: bool = False  # one statistic per channel (else over every channel)
+    nonzero: bool = False  # mean_std: over the non-zero samples only
+    subtrahend: list[float] | None = None  # mean_std: fixed per-channel mean (None: scene's)
+    divisor: list[float] | None = None  # mean_std: fixed per-channel std (None: scene's)
+    minv: float = 0.0  # min_max: the scene's minimum becomes minv, its maximum maxv
+    maxv: float = 1.0
+
+
+_INPUT_EXTRAS = {"clip": None, "keep_zero": False, "axcodes": None, "scene": None}
+
+
 class InputSpec(BaseModel):
     """The model's input: channels, default bands, normalisation."""
 
@@ -123,6 +142,21 @@ class InputSpec(BaseModel):
     mean: list[float]
     std: list[float]
     value_scale: dict[str, float] = Field(default_factory=lambda: dict(_DEFAULT_VALUE_SCALE))
+    clip: tuple[float, float] | None = None  # after normalisation: [lo, hi]
+    keep_zero: bool = False  # samples equal to 0 stay 0 (MONAI nonzero=True)
+    # 3-D: the model's axis codes (e.g. RAS: the first axis runs towards R); windows are
+    # turned into it and the outputs back (None: canonical (S, A, R))
+    axcodes: str | None = Field(default=None, pattern="^[LRAPSI]{3}$")
+    scene: SceneStatistics | None = None  # per-scene mean/std (replaces mean/std)
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without these options, dumps (model.yaml, store attrs) stay as they were."""
+        data = handler(self)
+        for key, default in _INPUT_EXTRAS.items():
+            if data.get(key, default) == default:
+                data.pop(key, None)
+        return data
 
     @model_validator(mode="after")
     def _check_lengths(self) -> InputSpec:
@@ -341,7 +375,7 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
     spec = bundle.spec
     try:
         if spec.format is ModelFormat.ONNX:
-            from pipeline.inference.onnx_network import OnnxNetwork
+            from pipeline.model_sources.onnx_network import OnnxNetwork
 
             net = OnnxNetwork(bundle)
         elif spec.format is ModelFormat.TORCHSCRIPT:
@@ -362,6 +396,10 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
         raise ModelError(
             f"model '{spec.name}': cannot load {bundle.weights_path.name}: {exc}"
         ) from exc
+    if spec.input.axcodes:  # the model's own axis order (MONAI Orientationd)
+        from pipeline.model_sources.monai_transforms import OrientedNetwork
+
+        net = OrientedNetwork(net, spec.input.axcodes)
     if hasattr(net, "eval") and spec.format not in (ModelFormat.EXPORT, ModelFormat.ONNX):
         net.eval()  # an exported program is already traced in eval mode (and refuses .eval())
     return net

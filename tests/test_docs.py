@@ -202,10 +202,13 @@ def _cli():
 
 
 def _commands(group, prefix: tuple[str, ...] = ()):
-    """``("config show", command)`` for every leaf command (groups have ``commands``)."""
+    """``("config show", command)`` for every leaf command (groups have ``commands``), and
+    for every group that does something by itself (``segpipe models``)."""
     for name, command in sorted(group.commands.items()):
         path = (*prefix, name)
         if getattr(command, "commands", None):
+            if getattr(command, "invoke_without_command", False):
+                yield " ".join(path), command
             yield from _commands(command, path)
         else:
             yield " ".join(path), command

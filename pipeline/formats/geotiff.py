@@ -35,6 +35,7 @@ from pipeline.report.quicklook import (
     strided_window,
     write_quicklooks,
 )
+from pipeline.resolution import warn_resolution
 from pipeline.store import IMAGE, VALID, create_store, iter_blocks
 from pipeline.streaming.metrics import unlabelled_value
 from pipeline.streaming.summary import ClassTotals, SizeUnit, summarise
@@ -186,6 +187,7 @@ class GeoTiffFormat(SuffixFormat):
         start = time.perf_counter()
         bands = options.bands or bundle.default_bands(info.count)
         check_bands(info, bands, bundle.spec.input.channels)
+        warn_resolution(info, bundle.spec)  # the model's declared ground sample distance
         preview = None
         if copy:
             preview = copy_bands(info, store, bands=bands, image_chunk=options.image_chunk,

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,13 @@ import zarr
 from pipeline.atomic import write_json_atomic
 from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
-from pipeline.formats.base import Scene, safe_id, scene_id_for, visible_files
+from pipeline.formats.base import (
+    Scene,
+    file_identity,
+    safe_id,
+    scene_id_for,
+    visible_files,
+)
 from pipeline.formats.geotiff import GeoTiffFormat
 from pipeline.io.geotiff import RasterInfo
 from pipeline.io.stac_items import (
@@ -63,6 +71,7 @@ from pipeline.report.quicklook import (
     strided_window,
     write_quicklooks,
 )
+from pipeline.resolution import warn_resolution
 from pipeline.storage.location import parse_location
 from pipeline.store import (
     IMAGE,
@@ -243,6 +252,27 @@ class StacFormat(GeoTiffFormat):
     def open(self, path: Path) -> StacSource:
         return StacSource(str(path), tuple(load_items(path)))
 
+    def input_identity(self, scene: Scene) -> list:
+        """The STAC file's identity, then a digest of ``(href, size, mtime_ns)`` of every
+        local band file of the scene's Item (not only the selected ones), so a band COG
+        replaced beside an unchanged Item computes the scene again; ``s3://`` and
+        missing assets are left out (a missing one fails the Item when it runs)."""
+        own = file_identity(scene.path)
+        try:
+            item = StacSource(str(scene.path), tuple(load_items(scene.path))).item(scene.scene_id)
+        except InputError:
+            return own
+        files = []
+        for href in sorted({b.href for b in item_bands(item)}):
+            try:
+                where = parse_location(href)
+            except ConfigError:  # http(s):// and other schemes: not read here either
+                continue
+            if isinstance(where, Path) and where.is_file():
+                st = where.stat()
+                files.append([str(where.resolve()), st.st_size, st.st_mtime_ns])
+        return [*own, hashlib.sha256(json.dumps(files).encode()).hexdigest()]
+
     def ingest(self, info: StacSource, store: Path, *, bundle: ModelBundle,
                options: RunOptions, attrs: dict[str, Any], copy: bool,
                blocks: BlockMap = serial) -> StacScene:
@@ -256,6 +286,7 @@ class StacFormat(GeoTiffFormat):
                              f"{len(wanted)} ({', '.join(map(str, wanted))})")
         bands = band_grid(select_bands(item, wanted, source=info.path), item_id=item.id)
         names = tuple(b.name for b in bands.bands)
+        warn_resolution(bands.grid, bundle.spec)  # the model's declared ground sample distance
         preview = None
         if copy:
             stac = {"item": item.id, "source": item.get_self_href() or info.path,

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from pipeline.blockmap import BlockMap, ThreadBlocks
+from pipeline.inference.scene_intensity import SceneNormalisation
 from pipeline.inference.tile_worker import TileWorker, injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec
@@ -77,6 +78,7 @@ class LocalPool:
         on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
         indices: list[tuple[int, ...]] | None = None, records: str | None = None,
         scene_id: str = "", stats: TileStatsSpec | None = None,
+        normalisation: SceneNormalisation | None = None,
     ) -> list[TileOutcome]:
         """Process the tiles ``indices`` (default: all); one outcome per tile.
 
@@ -92,7 +94,8 @@ class LocalPool:
 
         def one(batch: list[tuple[int, ...]]) -> list[TileOutcome]:
             return self.worker.run(store_path, nodata, grid, batch, records=records,
-                                   scene_id=scene_id, faults=faults, stats=stats)
+                                   scene_id=scene_id, faults=faults, stats=stats,
+                                   normalisation=normalisation)
 
         pending: set[Future] = set()
         queue = iter(batches)

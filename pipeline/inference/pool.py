@@ -34,6 +34,7 @@ from pipeline.inference.placement import (
     workers_that_fit,
 )
 from pipeline.inference.runtime import ensure_ray
+from pipeline.inference.scene_intensity import SceneNormalisation
 from pipeline.inference.tile_worker import injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec
@@ -213,6 +214,7 @@ class WorkerPool:
         on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
         indices: list[tuple[int, ...]] | None = None, records: str | None = None,
         scene_id: str = "", stats: TileStatsSpec | None = None,
+        normalisation: SceneNormalisation | None = None,
     ) -> list[TileOutcome]:
         """Process the tiles ``indices`` (default: all) of ``grid`` for one store; returns one
         outcome per tile.
@@ -237,7 +239,8 @@ class WorkerPool:
 
         def submit(actor, batch):
             return actor.run.remote(store_path, nodata, grid_ref, batch, records=records,
-                                    scene_id=scene_id, faults=faults, stats=stats)
+                                    scene_id=scene_id, faults=faults, stats=stats,
+                                    normalisation=normalisation)
 
         def finished(member: Member, result: list[TileOutcome]) -> None:
             if result:

@@ -91,8 +91,14 @@ class TilePredictor:
         self._thing_ids = torch.as_tensor(self.thing_ids, device=self.device)
         self._pinned: dict[str, tuple[torch.Tensor, object]] = {}  # name -> (buffer, copy event)
 
-    def normalise(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``(C, *S)`` raw samples -> float32 model input; nodata and NaN become 0."""
+    def normalise(self, image: np.ndarray, valid: np.ndarray,
+                  scene: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``(C, *S)`` raw samples -> float32 model input; nodata and NaN become 0.
+
+        ``scene``: per-channel ``(mean, std)`` ``(C,)`` of this scene, replacing the
+        bundle's (``input.scene``, :mod:`pipeline.inference.scene_intensity`). Then
+        ``input.clip`` applies, and ``input.keep_zero`` keeps zero samples 0.
+        """
         dtype = str(image.dtype)
         if dtype not in self._scale:
             raise ModelError(
@@ -101,8 +107,14 @@ class TilePredictor:
             )
         x = image.astype(np.float32)  # the same float32 steps as ever, in place
         x *= np.float32(self._scale[dtype])
-        x -= self._mean
-        x /= self._std
+        trailing = (slice(None), *(None,) * self.ndim)
+        x -= self._mean if scene is None else scene[0].astype(np.float32)[trailing]
+        x /= self._std if scene is None else scene[1].astype(np.float32)[trailing]
+        spec = self.bundle.spec.input
+        if spec.clip is not None:
+            np.clip(x, np.float32(spec.clip[0]), np.float32(spec.clip[1]), out=x)
+        if spec.keep_zero:
+            x[image == 0] = 0.0
         if not valid.all():
             x[:, ~valid] = 0.0
         if image.dtype.kind == "f":  # integer samples cannot be NaN or infinite
@@ -231,10 +243,12 @@ class TilePredictor:
         return out
 
     def predict(
-        self, images: list[np.ndarray], valids: list[np.ndarray], *, nodata: int
+        self, images: list[np.ndarray], valids: list[np.ndarray], *, nodata: int,
+        scene: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[TilePrediction]:
-        """Class ids ``(*S)`` (``nodata`` where the input is invalid) and instances per tile."""
-        inputs = [self.normalise(im, va) for im, va in zip(images, valids)]
+        """Class ids ``(*S)`` (``nodata`` where the input is invalid) and instances per tile
+        (``scene``: the scene's own normalisation, see :meth:`normalise`)."""
+        inputs = [self.normalise(im, va, scene) for im, va in zip(images, valids)]
         results: list[TilePrediction | None] = [None] * len(inputs)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, x in enumerate(inputs):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pipeline.blockmap import BlockMap
+from pipeline.inference.scene_intensity import SceneNormalisation
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec
 from segcore.geometry.grid import TileGrid
@@ -35,8 +36,10 @@ class TilePool(Protocol):
             progress: Callable[[int], None] | None = None,
             on_outcomes: Callable[[list[TileOutcome]], None] | None = None, *,
             indices: list[tuple[int, ...]] | None = None, records: str | None = None,
-            scene_id: str = "", stats: TileStatsSpec | None = None) -> list[TileOutcome]:
-        """Process tiles of ``grid`` for one store; one outcome per tile."""
+            scene_id: str = "", stats: TileStatsSpec | None = None,
+            normalisation: SceneNormalisation | None = None) -> list[TileOutcome]:
+        """Process tiles of ``grid`` for one store; one outcome per tile (``normalisation``:
+        the scene's own per-channel mean and std, for models normalised per scene)."""
 
     def shutdown(self) -> None:
         """Stop the workers."""

@@ -36,9 +36,11 @@ from pipeline.bundle import load_bundle
 from pipeline.heap import release_free_memory
 from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
+from pipeline.inference.scene_intensity import SceneNormalisation
 from pipeline.store import IMAGE, OFFSETS, SEMANTIC, VALID, open_store
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec, count_core
+from segcore.errors import ModelError
 from segcore.geometry.grid import Tile, TileGrid
 
 
@@ -80,18 +82,25 @@ class TileWorker:
     def run(self, store_path: str, nodata: int, grid: TileGrid,
             indices: list[tuple[int, ...]], *, records: str | None = None,
             scene_id: str = "", faults: dict[str, str] | None = None,
-            stats: TileStatsSpec | None = None) -> list[TileOutcome]:
+            stats: TileStatsSpec | None = None,
+            normalisation: SceneNormalisation | None = None) -> list[TileOutcome]:
         """Predict and write the tiles ``indices``; one outcome per tile, in order.
 
         ``records``: directory for completion records (None: no records).
         ``faults``: ``SEGPIPE_FAULT_*`` values from the driver (tests only).
         ``stats``: count each written core (semantic-only models; outcome ``totals``
         and ``stuff``, :mod:`pipeline.streaming.tile_stats`).
+        ``normalisation``: the scene's own mean and std, for a model normalised per
+        scene (``input.scene``; computed by the driver's block pass, once per scene).
         """
         group = self._stores.get(store_path)
         if group is None:
             group = self._stores[store_path] = open_store(store_path, mode="r+")
         start = time.perf_counter()
+        if normalisation is None and self.predictor.bundle.spec.input.scene is not None:
+            raise ModelError(f"model '{self.predictor.bundle.name}' is normalised per scene "
+                             "(input.scene) but no scene normalisation was given")
+        scene = normalisation.arrays() if normalisation is not None else None
         tiles = [grid.tile_at(i) for i in indices]
         faults = faults or {}
         step = max(1, math.ceil(len(tiles) / 2))  # two model calls: one computes, one loads
@@ -101,7 +110,7 @@ class TileWorker:
             part = list(range(first, min(first + step, len(tiles))))
             attempts = {i: self._begin(grid, tiles[i], records, scene_id, faults) for i in part}
             inputs = {i: reads[i].result() for i in part}
-            predictions = self._predict(tiles, inputs, nodata)
+            predictions = self._predict(tiles, inputs, nodata, scene)
             for i in part:
                 writes.append(self._io.submit(self._finish, group, grid, tiles[i], predictions[i],
                                               records, attempts[i], inputs[i][1], stats, nodata))
@@ -131,13 +140,15 @@ class TileWorker:
         return image, valid
 
     def _predict(self, tiles: list[Tile], inputs: dict[int, tuple[np.ndarray, np.ndarray]],
-                 nodata: int) -> dict[int, TilePrediction | None]:
+                 nodata: int, scene: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict[int, TilePrediction | None]:
         """Run the model on tiles with valid core pixels; ``None`` for the others."""
         live = [i for i, (_, valid) in inputs.items() if valid[tiles[i].core_in_halo.slices].any()]
         out: dict[int, TilePrediction | None] = dict.fromkeys(inputs)
         if live:
             preds = self.predictor.predict([inputs[i][0] for i in live],
-                                           [inputs[i][1] for i in live], nodata=nodata)
+                                           [inputs[i][1] for i in live], nodata=nodata,
+                                           scene=scene)
             out.update(zip(live, preds))
         return out
 

@@ -22,6 +22,7 @@ from pipeline.blockmap import BlockMap, serial
 from pipeline.bundle import ModelBundle
 from pipeline.formats import IngestedScene, SceneFormat, format_of
 from pipeline.inference.records import prepare_records, read_records
+from pipeline.inference.scene_intensity import SceneNormalisation, scene_normalisation
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.progress import advance_progress, start_progress
@@ -252,17 +253,28 @@ def stage_infer(state: SceneState, pool: TilePool) -> None:
     todo = [t.index for t in grid if grid.flat_index(t.index) not in reused]
     _, nodata = semantic_dtype(state.bundle.spec.num_classes)
     stats = _tile_stats_spec(state, nodata) if not reused else None
+    normalisation = _scene_normalisation(state, group) if todo else None
     outcomes = pool.run(str(state.infer_store), nodata, grid,
                         progress=lambda n: advance_progress(sid, "infer", n),
                         on_outcomes=state.centres.add if state.centres else None,
                         indices=todo, records=str(state.workspace.records), scene_id=sid,
-                        stats=stats)
+                        stats=stats, normalisation=normalisation)
     state.work = TileWork(computed=len({o.index for o in outcomes}), reused=len(reused),
                           retried=sum(o.retried for o in outcomes),
                           skipped=sum(o.skipped for o in outcomes))
     if stats is not None:
         _keep_tile_stats(state, stats, outcomes)
     state.timings["infer"] = time.perf_counter() - start
+
+
+def _scene_normalisation(state: SceneState, group) -> SceneNormalisation | None:
+    """The scene's own mean and std for a model normalised per scene (``input.scene``:
+    MONAI's ``NormalizeIntensityd`` / ``ScaleIntensityd``), from one block pass over the
+    image the model reads; None for other models."""
+    spec = state.bundle.spec.input.scene
+    if spec is None:
+        return None
+    return scene_normalisation(group, spec, blocks=state.blocks)
 
 
 def _tile_stats_spec(state: SceneState, nodata: int) -> TileStatsSpec | None:
