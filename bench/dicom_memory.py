@@ -1,27 +1,34 @@
-"""Peak memory of DICOM series ingest (bounded by one slab) and of the DICOM-SEG export.
+"""Peak memory of DICOM series ingest and of the DICOM-SEG export (both bounded by one slab).
 
-    .venv/bin/python bench/dicom_memory.py [--slices 160 640] [--size 512]
+    .venv/bin/python bench/dicom_memory.py [--slices 160 320 640] [--size 512]
+        [--steps ingest seg seg-whole]
 
 For each slice count it writes a CT series of ``size x size`` int16 single-frame files
-(with a random-noise phantom, so nothing compresses away), then measures in a fresh
-subprocess per step:
+(with a random-noise phantom, so nothing compresses away) and a 3-class uint8 label
+volume (``labels.zarr``, stored slice-major in chunks of 32 slices and read as
+``(columns, rows, slices)`` views, like the scene store of an axial series), then
+measures in a fresh subprocess per step:
 
 * ``ingest``: ``DICOM.open`` + ``DICOM.ingest`` into ``scene.zarr`` (headers, then the
   pixel data decoded slab by slab: at most 32 Mi voxels, 128 slices of 512 x 512);
-* ``seg``: ``write_dicom_seg`` of a 3-class label volume read slab by slab from a
-  zarr array (highdicom builds the SEG from one array: this one grows with the series).
+* ``seg``: ``write_dicom_seg`` of the labels read slab by slab from the zarr array (two
+  passes over the slabs; highdicom builds the metadata from a stand-in of one pixel a
+  frame; the frames are streamed into the file);
+* ``seg-whole``: ``write_dicom_seg_whole``, the same SEG built by highdicom from the whole
+  label array (the writer before streaming: it grows with the series).
 
-Each row gives the series' size, the subprocess's RSS after imports (``base``), its peak
-(``ru_maxrss``) and the difference. Ingest's difference stays near one slab whatever the
-series' length; the SEG's grows with it (1 byte a voxel, plus the bit-packed frames).
-Under CPU contention times are noisy; memory is not.
+Each row gives the series' size, the subprocess's RSS after imports and fixed tables
+(pydicom's codes, highdicom's modules of the standard): ``base``, to which the peak is
+reset (``/proc/self/clear_refs``, Linux); the step's peak (``VmHWM``), the difference and
+the step's seconds. Ingest and ``seg`` stay near one slab plus the series' headers and
+per-frame metadata whatever the series' length; ``seg-whole`` grows with it (about 1.7
+bytes a voxel). Under CPU contention times are noisy; memory is not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -63,63 +70,93 @@ def write(folder: Path, size: int, slices: int) -> None:
         ds.save_as(folder / f"IM{k:05d}", enforce_file_format=True)
 
 
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _status_mib(key: str) -> float:
+    """``VmRSS`` or ``VmHWM`` (peak) of this process, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def _baseline_mib() -> float:
+    """Reset the peak to the current RSS (``/proc/self/clear_refs``), so that peaks of the
+    imports and table loads before it are not counted as the step's; the current RSS."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_mib("VmRSS")
+
+
+def labels(path: Path, size: int, slices: int) -> None:
+    """A 3-class uint8 label volume in zarr, stored ``(slices, rows, columns)`` in chunks of
+    32 slices as ``scene.zarr`` holds an axial series (two classes in every slice)."""
+    import numpy as np
+    import zarr
+
+    array = zarr.create_array(path, shape=(slices, size, size), chunks=(32, size, size),
+                              dtype="uint8")
+    for k0 in range(0, slices, 32):
+        block = np.zeros((min(32, slices - k0), size, size), np.uint8)
+        block[:, size // 4: size // 2, size // 4: size // 2] = 1
+        block[:, size // 2: size // 2 + 20, size // 2: size // 2 + 20] = 2
+        array[k0: k0 + block.shape[0]] = block
 
 
 def step(kind: str, folder: Path, work: Path) -> dict:
     """One measured step, in this (fresh) process."""
     import highdicom  # noqa: F401 - imported before the baseline: its import is not the step
-    import numpy as np
     import zarr
     from pydicom.sr.codedict import codes
 
     from pipeline.bundle import load_bundle
     from pipeline.formats.dicom import DICOM
-    from pipeline.io.dicom_seg import write_dicom_seg
+    from pipeline.io.dicom_seg import write_dicom_seg, write_dicom_seg_whole
     from pipeline.options import RunOptions
 
     bundle = load_bundle("demo-medical")
     _ = codes.cid7162.ArtificialIntelligence  # loads pydicom's code tables (fixed cost)
+    if kind != "ingest":  # highdicom's tables of the standard (~70 MB, once a process)
+        from highdicom._standard_utils import (
+            get_iod_module_map,
+            get_module_attribute_map,
+            get_sop_class_iod_map,
+        )
+
+        for load in (get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map):
+            load()
     first = min(folder.iterdir())
-    base = _rss_mib()
+    base = _baseline_mib()
     start = time.perf_counter()
     opened = DICOM.open(first)
     if kind == "ingest":
         DICOM.ingest(opened, work / "scene.zarr", bundle=bundle,
                      options=RunOptions(spacing="ignore"), attrs={}, copy=True)
     else:
-        series = opened.series
-        columns, rows, n = series.disk_shape
-        labels = zarr.create_array(work / "labels.zarr", shape=(columns, rows, n),
-                                   chunks=(columns, rows, 32), dtype="uint8")
-        for k0 in range(0, n, 32):
-            block = np.zeros((columns, rows, min(32, n - k0)), np.uint8)
-            block[columns // 4: columns // 2, rows // 4: rows // 2] = 1
-            block[columns // 2: columns // 2 + 20, rows // 2: rows // 2 + 20] = 2
-            labels[:, :, k0: k0 + block.shape[2]] = block
-        write_dicom_seg(work / "segmentation.dcm", series, lambda a, b: labels[:, :, a:b],
-                        [c.model_dump() for c in bundle.spec.classes], model="demo-medical")
-    return {"base": base, "peak": _rss_mib(), "seconds": time.perf_counter() - start}
+        array = zarr.open_array(work.parent / "labels.zarr", mode="r")
+        writer = write_dicom_seg if kind == "seg" else write_dicom_seg_whole
+        writer(work / "segmentation.dcm", opened.series, lambda a, b: array[a:b].T,
+               [c.model_dump() for c in bundle.spec.classes], model="demo-medical")
+    return {"base": base, "peak": _status_mib("VmHWM"), "seconds": time.perf_counter() - start}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, nargs="+", default=[160, 640])
+    parser.add_argument("--slices", type=int, nargs="+", default=[160, 320, 640])
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", nargs="+", choices=["ingest", "seg"], default=["ingest", "seg"])
+    parser.add_argument("--steps", nargs="+", choices=["ingest", "seg", "seg-whole"],
+                        default=["ingest", "seg", "seg-whole"])
     parser.add_argument("--step", nargs=3, help=argparse.SUPPRESS)  # kind folder work
     args = parser.parse_args()
     if args.step:
         kind, folder, work = args.step
         print(json.dumps(step(kind, Path(folder), Path(work))))
         return
-    print(f"{'slices':>6} {'series MiB':>10} {'step':>6} {'base MiB':>9} {'peak MiB':>9} "
+    print(f"{'slices':>6} {'series MiB':>10} {'step':>9} {'base MiB':>9} {'peak MiB':>9} "
           f"{'peak-base':>9} {'s':>6}")
     for slices in args.slices:
         with tempfile.TemporaryDirectory(prefix="dicom-mem-") as tmp:
             folder = Path(tmp) / "series"
             write(folder, args.size, slices)
+            if {"seg", "seg-whole"} & set(args.steps):
+                labels(Path(tmp) / "labels.zarr", args.size, slices)
             for kind in args.steps:
                 work = Path(tmp) / kind
                 work.mkdir()
@@ -128,7 +165,7 @@ def main() -> None:
                     check=True, capture_output=True, text=True, cwd=ROOT)
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 data = args.size * args.size * slices * 2 / MiB
-                print(f"{slices:>6} {data:>10.0f} {kind:>6} {r['base']:>9.0f} {r['peak']:>9.0f} "
+                print(f"{slices:>6} {data:>10.0f} {kind:>9} {r['base']:>9.0f} {r['peak']:>9.0f} "
                       f"{r['peak'] - r['base']:>9.0f} {r['seconds']:>6.1f}", flush=True)
 
 

@@ -22,11 +22,15 @@ understands; bit-packed frames, empty frames omitted) for one series:
   segpipe's own files never do). Type 2 attributes missing from the source are left
   empty, never invented.
 
-Memory: highdicom builds an instance from one array; the labels of the whole series are
-held as ``uint8``/``uint16`` ``(slices, rows, columns)`` plus highdicom's working copies
-and the bit-packed frames: measured (``bench/dicom_memory.py``) about 1.7 bytes a voxel
-plus ~150 MB, e.g. ~600 MB for 512 x 512 x 1000 slices. Reading slabs from the store is
-bounded; this array is not.
+Memory: bounded by one slab of ``max_voxels`` plus the per-frame metadata. A first pass
+over the slabs finds the kept frames (which class occurs in which slice); highdicom
+builds the whole dataset but the Pixel Data from the source headers and a stand-in of
+one pixel a kept frame, so its functional groups, references, dimension index and frame
+order are its own; a second pass streams the bit-packed frames into the file
+(:mod:`pipeline.io.dicom_seg_stream`). The result equals highdicom's encoding of the
+whole array (:func:`write_dicom_seg_whole`, kept as the reference: about 1.7 bytes a
+voxel) element for element, Pixel Data included (but an odd length's pad byte: zero, as
+DICOM says; highdicom writes an ASCII "0").
 
 Reading
 -------
@@ -46,6 +50,12 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from pipeline.io.dicom_seg_stream import (
+    PIXEL_DATA,
+    LabelFrames,
+    append_pixel_data,
+    frame_plan,
+)
 from pipeline.io.dicom_series import DicomSeries, looks_like_dicom
 from segcore.errors import InputError
 
@@ -154,7 +164,13 @@ def write_dicom_seg(path: str | Path, series: DicomSeries,
                     slab: Callable[[int, int], np.ndarray], classes: Sequence[dict[str, Any]],
                     *, model: str, nodata: int | None = None,
                     max_voxels: int = 32 * 2**20) -> Path:
-    """Write the series' class ids as a BINARY DICOM-SEG.
+    """Write the series' class ids as a BINARY DICOM-SEG, holding one slab at a time.
+
+    Two passes over the slabs: the first finds which classes occur in which slice (the
+    frames the SEG keeps) and checks the class ids; highdicom then builds the dataset
+    from the source headers and a stand-in of one pixel a kept frame (its own functional
+    groups, references, dimension index and segments); the second pass streams the
+    bit-packed frames into its Pixel Data (:mod:`pipeline.io.dicom_seg_stream`).
 
     Parameters
     ----------
@@ -178,25 +194,53 @@ def write_dicom_seg(path: str | Path, series: DicomSeries,
     -------
     Path
     """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     segments = class_codes(classes)
     datasets, order = source_headers(series)
     columns, rows, n = series.disk_shape
-    top = max((s.id for s in segments), default=0)
-    dtype = np.uint8 if top < 256 else np.uint16
-    labels = np.zeros((n, rows, columns), dtype)  # (slice, row, column): SEG frames
-    step = max(1, int(max_voxels) // (rows * columns))
-    for k0 in range(0, n, step):
-        k1 = min(n, k0 + step)
-        block = np.asarray(slab(k0, k1))
-        if nodata is not None:
-            block = np.where(block == nodata, 0, block)
-        if block.size and (block.min() < 0 or block.max() > top):
-            raise InputError(str(path), f"class ids {int(block.min())}..{int(block.max())}; "
-                             f"expected 0..{top} (the class table)")
-        labels[k0:k1] = np.transpose(block, (2, 1, 0))
+    labels = LabelFrames(slab, (columns, rows, n), top=max((s.id for s in segments), default=0),
+                         nodata=nodata, max_voxels=max_voxels, where=str(path))
+    present = labels.presence()  # (slices, top + 1)
+    stand_in = _stand_in(present, order)
+    for ds in datasets:  # frames of the stand-in's shape; the spatial metadata is the source's
+        ds.Rows, ds.Columns = stand_in.shape[1:]
+    seg = _segmentation(datasets, stand_in, segments, model=model)
+    del datasets
+    seg.Rows, seg.Columns = rows, columns
+    del seg.PixelData
+    if max(seg.keys()) > PIXEL_DATA:
+        raise ValueError("highdicom wrote elements after Pixel Data: cannot append it")
+    plan = frame_plan(seg, {(f.sop_uid, f.index): k for k, f in enumerate(series.frames)})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        seg.save_as(tmp, enforce_file_format=True)
+        del seg
+        with open(tmp, "r+b") as fh:
+            fh.seek(0, 2)
+            append_pixel_data(fh, plan, labels, present)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _stand_in(present: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """``(source frames, 1, top)`` class ids with the kept frames of the real labels: pixel
+    ``s - 1`` of source frame ``i`` is ``s`` where segment ``s`` occurs in its slice."""
+    top = present.shape[1] - 1
+    stand_in = np.zeros((len(order), 1, max(top, 1)), np.uint8 if top < 256 else np.uint16)
+    ids = np.arange(1, top + 1, dtype=stand_in.dtype)
+    stand_in[:, 0, :top] = np.where(present[np.asarray(order, int), 1:], ids, 0)
+    return stand_in
+
+
+def _segmentation(datasets: Sequence[pydicom.Dataset], pixel_array: np.ndarray,
+                  segments: Sequence[SegmentClass], *, model: str) -> Any:
+    """highdicom's BINARY Segmentation of ``pixel_array`` ``(source frames, rows,
+    columns)`` class ids (source frame order), new series and instance UIDs."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model, family=codes.cid7162.ArtificialIntelligence, version=_version(),
         source="segpipe")
@@ -207,8 +251,8 @@ def write_dicom_seg(path: str | Path, series: DicomSeries,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         display_color=hd.color.CIELabColor.from_rgb(*s.color)) for s in segments]
-    seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=labels[order] if order != list(range(n)) else labels,
+    return hd.seg.Segmentation(
+        source_images=datasets, pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=hd.UID(),
         series_number=SEG_SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
@@ -216,7 +260,26 @@ def write_dicom_seg(path: str | Path, series: DicomSeries,
         software_versions=_version(), device_serial_number="0",
         content_label="SEGPIPE", content_description=f"segpipe {model}"[:64],
         series_description=f"segpipe {model}"[:64])
-    del labels
+
+
+def write_dicom_seg_whole(path: str | Path, series: DicomSeries,
+                          slab: Callable[[int, int], np.ndarray],
+                          classes: Sequence[dict[str, Any]], *, model: str,
+                          nodata: int | None = None, max_voxels: int = 32 * 2**20) -> Path:
+    """The same SEG as :func:`write_dicom_seg`, built by highdicom from the whole label
+    array ``(slices, rows, columns)``: memory grows with the series (about 1.7 bytes a
+    voxel). The reference the streamed writer is checked and measured against; same
+    parameters."""
+    segments = class_codes(classes)
+    datasets, order = source_headers(series)
+    columns, rows, n = series.disk_shape
+    labels = LabelFrames(slab, (columns, rows, n), top=max((s.id for s in segments), default=0),
+                         nodata=nodata, max_voxels=max_voxels, where=str(path))
+    whole = np.zeros((n, rows, columns), np.uint8 if labels.top < 256 else np.uint16)
+    for k0, frames in labels.groups():
+        whole[k0: k0 + len(frames)] = frames
+    seg = _segmentation(datasets, whole[order], segments, model=model)
+    del whole
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -307,4 +370,4 @@ def read_seg_slab(seg: Any, series: DicomSeries, k0: int, k1: int, *,
 
 
 __all__ = ["SEG_FILE", "SegmentClass", "check_seg", "class_codes", "is_seg", "read_seg_slab",
-           "source_headers", "write_dicom_seg"]
+           "source_headers", "write_dicom_seg", "write_dicom_seg_whole"]
