@@ -76,7 +76,7 @@ def test_an_internal_error_is_exit_3_with_a_debug_hint(monkeypatch, capsys):
     def broken(inputs):
         raise RuntimeError("unexpected state\nsecond line")
 
-    monkeypatch.setattr(pipeline.discovery, "discover", broken)
+    monkeypatch.setattr(pipeline.discovery, "find", broken)  # what `run` calls
     monkeypatch.setattr(sys, "argv", ["segpipe", "run", "x.tif", "--model", "demo-satellite",
                                       "--out", "/nonexistent-out", "--executor", "local"])
     with pytest.raises(SystemExit) as done:

@@ -106,19 +106,19 @@ def test_ray_starts_while_the_inputs_are_checked(small_scene, tmp_path, monkeypa
 
     began = threading.Event()
     seen: dict[str, object] = {}
-    real_ensure, real_discover = flows.ray_start.ensure_ray, pipeline.discovery.discover
+    real_ensure, real_find = flows.ray_start.ensure_ray, pipeline.discovery.find
 
     def ensure(address=None, **kwargs):
         seen["thread"] = threading.current_thread().name
         began.set()
         return real_ensure(address, **kwargs)
 
-    def discover(inputs):
+    def find(inputs):
         seen["during_checks"] = began.wait(timeout=60)  # never set if Ray started later
-        return real_discover(inputs)
+        return real_find(inputs)
 
     monkeypatch.setattr(flows.ray_start, "ensure_ray", ensure)
-    monkeypatch.setattr(pipeline.discovery, "discover", discover)
+    monkeypatch.setattr(pipeline.discovery, "find", find)  # what `run` calls
     result = CliRunner().invoke(app, ["run", str(small_scene), "--model", "demo-satellite",
                                       "--out", str(tmp_path / "out"), "--workers", "1"])
     assert result.exit_code == 0, result.output
