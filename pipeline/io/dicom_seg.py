@@ -163,7 +163,7 @@ def source_headers(series: DicomSeries) -> tuple[list[pydicom.Dataset], list[int
 def write_dicom_seg(path: str | Path, series: DicomSeries,
                     slab: Callable[[int, int], np.ndarray], classes: Sequence[dict[str, Any]],
                     *, model: str, nodata: int | None = None,
-                    max_voxels: int = 32 * 2**20) -> Path:
+                    max_voxels: int = 8 * 2**20) -> Path:
     """Write the series' class ids as a BINARY DICOM-SEG, holding one slab at a time.
 
     Two passes over the slabs: the first finds which classes occur in which slice (the
