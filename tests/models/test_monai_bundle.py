@@ -147,8 +147,9 @@ def segpipe(*args: object) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
-def _run_and_compare(bundle: Path, volume: Path, out: Path, *extra: str) -> float:
-    proc = segpipe("run", volume, "--model", bundle, "--out", out, "--executor", "local",
+def _run_and_compare(bundle: Path, volume: Path, out: Path, *extra: str,
+                     executor: str = "local") -> float:
+    proc = segpipe("run", volume, "--model", bundle, "--out", out, "--executor", executor,
                    *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [semantic] = list(out.rglob("semantic.nii.gz"))
@@ -182,10 +183,12 @@ def test_ct_bundle_matches_monai_on_lps_anisotropic_volume(tmp_path):
     _run_and_compare(bundle, ras, tmp_path / "out_ras", "--tile", "16")
 
 
-def test_normalize_intensity_bundle_uses_scene_statistics(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_normalize_intensity_bundle_uses_scene_statistics(tmp_path, executor):
     """NormalizeIntensityd(nonzero, channel_wise) on a 2-channel volume with zero voxels,
     model orientation LPS, stored PLS-like (permuted axes) and tiled in several windows:
-    every window uses the whole scene's statistics."""
+    every window uses the whole scene's statistics (on Ray: computed by a block pass on
+    the cluster and sent to the model actors with the tiles)."""
     bundle = write_bundle(tmp_path / "mr_bundle", channels=2, preprocessing=_MR_PREPROCESSING,
                           seed=5)
     shape = (30, 28, 18)
@@ -193,7 +196,7 @@ def test_normalize_intensity_bundle_uses_scene_statistics(tmp_path):
     mr[:6] = 0.0  # a background slab: excluded from the statistics, kept at 0
     volume = write_volume(tmp_path / "mr.nii.gz", mr.astype(np.float32), (1.2, 0.9, 2.0),
                           "PLS")
-    _run_and_compare(bundle, volume, tmp_path / "out_mr", "--tile", "16")
+    _run_and_compare(bundle, volume, tmp_path / "out_mr", "--tile", "16", executor=executor)
 
 
 @pytest.mark.parametrize("case", ["transform", "expression", "metadata", "channels",
