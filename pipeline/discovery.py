@@ -184,8 +184,9 @@ def match_labels(scenes: list[Scene], labels: str | Path | S3Uri | None
     """Pair scenes with ground-truth files (``--labels``).
 
     A file goes with the single scene; a directory is scanned and its files are
-    matched by scene id (``<id>.tif``, ``<id>_labels.tif`` or ``<id>-labels.tif``).
-    Scenes without a match get no metrics.
+    matched by scene id (``<id>.tif``, ``<id>_labels.tif`` or ``<id>-labels.tif``); a
+    DICOM series no file name matches takes the DICOM-SEG in the directory that
+    references it (``ReferencedSeriesSequence``). Scenes without a match get no metrics.
     """
     if labels is None:
         return {}
@@ -202,4 +203,12 @@ def match_labels(scenes: list[Scene], labels: str | Path | S3Uri | None
     if kind is None:
         raise ConfigError(f"--labels {path}: no such file or directory")
     by_id = _label_files(path)
-    return {s.scene_id: by_id[s.scene_id] for s in scenes if s.scene_id in by_id}
+    matched = {s.scene_id: by_id[s.scene_id] for s in scenes if s.scene_id in by_id}
+    unmatched = [s for s in scenes if s.kind == "dicom" and s.scene_id not in matched]
+    if unmatched and isinstance(path, Path):  # DICOM-SEGs go by the series they reference
+        from pipeline.formats.dicom import seg_labels_by_series
+
+        claimed = set(matched.values())
+        segs = [p for p in visible_files(path) if p not in claimed]
+        matched.update(seg_labels_by_series(unmatched, segs))
+    return matched

@@ -75,6 +75,7 @@ from pipeline.io.dicom_seg import (
     check_seg,
     is_seg,
     read_seg_slab,
+    referenced_series,
     write_dicom_seg,
 )
 from pipeline.io.dicom_series import (
@@ -393,3 +394,35 @@ def copy_series(series: DicomSeries, volume: VolumeInfo, group: Any) -> None:
 DICOM = DicomFormat()
 __all__ = ["DICOM", "MODEL_GROUP", "DicomFormat", "DicomScene", "DicomVolume", "dicom_fields",
            "volume_info"]
+
+
+def seg_labels_by_series(scenes: list[Scene], files: list[Path]) -> dict[str, Path]:
+    """DICOM scenes paired with the DICOM-SEG files among ``files`` that reference their
+    series (``ReferencedSeriesSequence``, header only), whatever the files are named: how
+    a PACS export names them says nothing about the series. A series referenced by
+    several SEGs takes the first in ``files``' order.
+
+    Returns
+    -------
+    dict
+        scene id -> SEG file, for the scenes some SEG references.
+    """
+    import pydicom
+
+    owners: dict[str, Path] = {}
+    for path in files:
+        for uid in sorted(referenced_series(path)):
+            owners.setdefault(uid, path)
+    if not owners:
+        return {}
+    out = {}
+    for scene in scenes:
+        try:
+            ds = pydicom.dcmread(scene.path, stop_before_pixels=True, force=True,
+                                 specific_tags=["SeriesInstanceUID"])
+        except Exception:  # noqa: BLE001, S112 - the scene itself reports an unreadable file
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if uid in owners:
+            out[scene.scene_id] = owners[uid]
+    return out

@@ -305,6 +305,20 @@ def is_seg(path: str | Path) -> bool:
     return str(ds.get("SOPClassUID", "")) == SEG_CLASS
 
 
+def referenced_series(path: str | Path) -> set[str]:
+    """The SeriesInstanceUIDs a DICOM-SEG says it segments (header only; empty for a file
+    that is no SEG)."""
+    if not is_seg(path):
+        return set()
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                             specific_tags=["ReferencedSeriesSequence"])
+    except Exception:  # noqa: BLE001 - an unreadable SEG references nothing
+        return set()
+    return {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence") or []
+            if "SeriesInstanceUID" in item}
+
+
 def _references(ds: pydicom.Dataset) -> set[tuple[str, int | None]]:
     """``(SOPInstanceUID, frame index or None)`` of every source frame the SEG's frames
     derive from."""

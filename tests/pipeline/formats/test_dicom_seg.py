@@ -205,3 +205,26 @@ def test_segments_of_another_tool_are_matched_to_classes_by_label(tmp_path):
     anonymous = [{"id": 0, "name": "bg"}, {"id": 1, "name": "a"}]
     with pytest.raises(InputError, match=r"segment numbers up to 2 .* numbers below 2"):
         _segment_lookup(path, seg, anonymous)  # neither names nor numbers fit
+
+
+def test_a_labels_folder_pairs_segs_with_the_series_they_reference(tmp_path):
+    """PACS exports name SEG files by UID or counter, not by scene id: a series that no
+    file name matches takes the SEG that references it; other files are ignored."""
+    plain, _ = _series(tmp_path / "in", "plain")
+    tilted_series, _ = _series(tmp_path / "in", "tilted")
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    labels = _labels(4)
+    seg_of = {}
+    for series, name in ((plain, "1.2.826.0.1.3680043.8.498.1.dcm"), (tilted_series, "IM0002")):
+        seg_of[series.group.series_uid] = write_dicom_seg(
+            folder / name, series, lambda a, b: labels[:, :, a:b], CLASSES, model="demo")
+    (folder / "notes.txt").write_text("not DICOM")
+    scenes = discover([tmp_path / "in"])
+    assert len(scenes) == 2
+    uid_of = {s.scene_id: DICOM.open(s.path).series.group.series_uid for s in scenes}
+    assert len(set(uid_of.values())) == 2 and set(uid_of.values()) == set(seg_of)
+    assert match_labels(scenes, folder) == {sid: seg_of[uid] for sid, uid in uid_of.items()}
+    named = folder / f"{scenes[0].scene_id}.dcm"  # a file named by scene id still comes first
+    named.write_bytes(seg_of[uid_of[scenes[1].scene_id]].read_bytes())
+    assert match_labels(scenes, folder)[scenes[0].scene_id] == named
