@@ -23,7 +23,7 @@ from flows.artifacts import pass_summary
 from flows.schedule import DEFAULT_CRON, DEFAULT_TIMEZONE, FLOW_NAME
 from flows.segment_scene import BatchResult, segment_batch
 from pipeline.bundle import ModelBundle, load_bundle
-from pipeline.discovery import Scene, discover, match_labels, scan
+from pipeline.discovery import Found, find, match_labels, scan
 from pipeline.options import RunOptions, load_run_options
 from pipeline.report.batch import write_batch
 from pipeline.run.workspace import prepare_out_dir
@@ -43,8 +43,10 @@ def nightly_schedule(cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE)
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def inbox_scenes(inbox: str | Path, out: str | Path) -> list[Scene]:
-    """The scenes in ``inbox`` (none is fine); ConfigError when it is not a directory."""
+def inbox_scenes(inbox: str | Path, out: str | Path) -> Found:
+    """The scenes in ``inbox`` (none is fine) and the files its scan left out (junk or
+    non-image objects in a DICOM tree: ``skipped`` batch rows); ConfigError when it is
+    not a directory."""
     inbox, out = Path(inbox), Path(out)
     if not inbox.is_dir():
         raise ConfigError(f"--inbox {inbox}: no such directory")
@@ -52,7 +54,7 @@ def inbox_scenes(inbox: str | Path, out: str | Path) -> list[Scene]:
         raise ConfigError(f"--out {out}: is inside --inbox {inbox}; its exports would be "
                           "taken for new scenes, choose a directory outside the inbox")
     scenes = scan(inbox)
-    return discover([inbox]) if scenes else []
+    return find([inbox]) if scenes else Found([])
 
 
 def pass_options(options: dict[str, Any] | None) -> RunOptions:
@@ -62,15 +64,16 @@ def pass_options(options: dict[str, Any] | None) -> RunOptions:
 
 def prepare(inbox: str | Path, out: str | Path, model: str,
             options: dict[str, Any] | None = None,
-            labels: str | None = None) -> tuple[list[Scene], ModelBundle, RunOptions, dict]:
+            labels: str | None = None) -> tuple[Found, ModelBundle, RunOptions, dict]:
     """Validate everything a pass needs, before any work; SegpipeError when unusable."""
     run_options = pass_options(options)
-    scenes = inbox_scenes(inbox, out)
+    found = inbox_scenes(inbox, out)
+    scenes = found.scenes
     label_map = match_labels(scenes, labels) if scenes else {}
     bundle = load_bundle(model)
     bundle.build()  # an unreadable model is caught before any work starts
     prepare_out_dir(out)
-    return scenes, bundle, run_options, label_map
+    return found, bundle, run_options, label_map
 
 
 @flow(name=FLOW_NAME, validate_parameters=False, persist_result=False)
@@ -102,11 +105,12 @@ def nightly_pass(inbox: str, out: str, model: str, options: dict[str, Any] | Non
         ok, 1 some failed), ``model``, ``batch`` (path of batch.json), ``artifacts``
         (keys) and ``outcomes`` (one dict per scene).
     """
-    scenes, bundle, run_options, label_map = prepare(inbox, out, model, options, labels)
+    found, bundle, run_options, label_map = prepare(inbox, out, model, options, labels)
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if scenes:
-        result = segment_batch(scenes, bundle, run_options, out_dir, label_map, pool=pool)
+    if found.scenes:
+        result = segment_batch(found.scenes, bundle, run_options, out_dir, label_map,
+                               pool=pool, skipped=found.skipped)
     else:
         write_batch(out_dir, [], model=bundle.name)
         result = BatchResult([], {})

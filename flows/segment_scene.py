@@ -11,7 +11,7 @@ that starts a subflow (or a task with retries) and unwraps its final state
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +96,12 @@ def segment_scene(workspace: Workspace, bundle: ModelBundle, options: RunOptions
 @flow(name="segment_batch", validate_parameters=False, persist_result=False)
 def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions, out_dir: Path,
                   labels: dict[str, Path] | None = None,
-                  pool: WorkerPool | None = None) -> BatchResult:
+                  pool: WorkerPool | None = None, skipped: Sequence[Any] = ()) -> BatchResult:
     """Segment several scenes in one Ray session; write ``batch.json``/``batch.csv``.
 
     ``pool``: model actors to use (kept running); by default a pool is started for the
-    batch and shut down after it.
+    batch and shut down after it. ``skipped``: the files discovery left out (batch
+    ``skipped`` rows, :class:`pipeline.discovery.Found`).
     """
     out_dir = out_location(out_dir)  # absolute local path (actors elsewhere) or s3:// prefix
     own_pool = pool is None
@@ -111,7 +112,7 @@ def segment_batch(scenes: list[Scene], bundle: ModelBundle, options: RunOptions,
 
     try:
         return run_batch(scenes, out_dir, labels or {}, submit=submit, model=bundle.name,
-                         limit=options.scenes_in_flight)
+                         limit=options.scenes_in_flight, skipped=skipped)
     finally:
         if own_pool:
             active.shutdown()

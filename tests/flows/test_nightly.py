@@ -173,3 +173,22 @@ def test_a_stac_item_in_the_inbox_is_a_scene_and_its_bands_are_not(
     second, _ = _pass(inbox, out, tiny_bundle.path, labels, pool=nightly_pool,
                       options={"bands": ["red", "green", "blue"]})
     assert _runs(second) == {"scene-2026-06-01": "reused"}
+
+
+def test_an_inbox_dicom_tree_lists_its_junk_as_skipped_rows(tmp_path):
+    """A pass over an inbox holding a DICOM series and junk beside it hands the junk to
+    the batch as ``skipped`` rows (the scenes are the same as without it)."""
+    import numpy as np
+
+    from flows.nightly import inbox_scenes
+    from tests.pipeline.formats.dicom_make import Geometry, write_series
+
+    inbox = tmp_path / "inbox"
+    write_series(inbox / "ct", np.zeros((16, 12, 6), np.int16), Geometry())
+    (inbox / "ct" / "notes.txt").write_text("not DICOM")
+    (inbox / "ct" / "empty.dcm").write_bytes(b"")
+    found = inbox_scenes(inbox, tmp_path / "out")
+    assert [s.kind for s in found.scenes] == ["dicom"]
+    reasons = {Path(s.path).name: s.reason for s in found.skipped}
+    assert set(reasons) == {"notes.txt", "empty.dcm"}, reasons
+    assert "empty" in reasons["empty.dcm"]
