@@ -44,6 +44,7 @@ from typing import Self
 
 from pipeline.atomic import write_text_atomic
 from pipeline.bundle import ModelBundle
+from pipeline.formats.base import file_identity
 from pipeline.options import RunOptions
 from pipeline.report.model import SceneReport
 from pipeline.storage import access, objects
@@ -115,15 +116,6 @@ def metrics_current(report: SceneReport, digest: str | None) -> bool:
     return metrics is not None and metrics.labels_digest == digest
 
 
-def input_identity(scene_path: str | os.PathLike[str] | Location) -> list:
-    """What identifies an input's content: ``[path, size, mtime_ns]`` for a local file
-    (path resolved), ``[uri, size, mtime_ns, etag]`` for an object."""
-    where = parse_location(scene_path)
-    if isinstance(where, S3Uri):
-        info = objects.stat(where)
-        return [str(where), info.size, info.mtime_ns, info.etag]
-    st = where.stat()
-    return [str(where.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _digest(value: object) -> str:
@@ -173,11 +165,11 @@ def run_fingerprint(scene_path: str | os.PathLike[str] | Location, bundle: Model
 
     ``identity`` is the input's identity as its format gives it
     (:meth:`pipeline.formats.SceneFormat.input_identity`: every file of a DICOM series,
-    a STAC Item's band files); without it, :func:`input_identity` of ``scene_path``.
+    a STAC Item's band files); without it, :func:`~pipeline.formats.base.file_identity` of ``scene_path``.
     """
     chosen = options.model_dump(mode="json", include=set(_OUTPUT_OPTIONS))
     return Fingerprint({
-        "input": identity if identity is not None else input_identity(scene_path),
+        "input": identity if identity is not None else file_identity(scene_path),
         "model": [bundle.name, *(file_digest(f) for f in bundle.descriptor_files),
                   file_digest(bundle.weights_path)],
         "options": chosen,
