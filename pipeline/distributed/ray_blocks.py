@@ -25,6 +25,7 @@ from pipeline.heap import release_free_memory
 
 R = TypeVar("R")
 _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
+_DRAIN_S = 600.0  # how long a failed pass waits for its other tasks before it raises
 
 
 def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[str, list[Any]]:
@@ -117,12 +118,17 @@ class RayBlocks:
                     next_group += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
+                    index = pending.pop(ref)
                     node, values = _result(ref)
-                    results[pending.pop(ref)] = values
+                    results[index] = values
                     nodes.add(node)
         except BaseException:
-            for ref in pending:  # the pass failed: stop its other tasks
-                ray.cancel(ref, force=False)
+            # The pass failed: let its other tasks (at most one per CPU) finish, so none is
+            # left writing into a store that is about to be discarded. Not ray.cancel: a
+            # cancel racing with a task's completion aborts the driver in Ray 2.60
+            # ("Tried to complete task that was not pending").
+            if pending:
+                ray.wait(list(pending), num_returns=len(pending), timeout=_DRAIN_S)
             raise
         with self._lock:
             self.nodes.setdefault(label or fn.__name__, set()).update(nodes)

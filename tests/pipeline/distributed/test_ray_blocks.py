@@ -58,5 +58,29 @@ def test_an_error_inside_a_task_arrives_as_itself(blocks):
     assert info.value.path == "scene.tif"
 
 
+def _fail_first_or_finish_late(item: int, folder: str) -> int:
+    import time
+    from pathlib import Path
+
+    if item == 0:
+        raise InputError("scene.tif", "cannot read block 0")
+    time.sleep(0.5)
+    (Path(folder) / f"{item}.done").touch()
+    return item
+
+
+def test_a_failed_pass_leaves_no_task_running(ray_session, tmp_path):
+    """The pass raises only once its other in-flight tasks have finished (none is left
+    writing into a store about to be discarded), and never cancels them: a cancel that
+    races with a task's completion aborts the driver in Ray 2.60."""
+    for _ in range(3):
+        for old in tmp_path.glob("*.done"):
+            old.unlink()
+        with pytest.raises(InputError, match="cannot read block 0"):
+            RayBlocks(in_flight=2).map(_fail_first_or_finish_late, [0, 1], str(tmp_path),
+                                       label="fail-late")
+        assert (tmp_path / "1.done").exists()
+
+
 def test_default_blocks_is_ray_when_connected(ray_session):
     assert isinstance(default_blocks(), RayBlocks)
