@@ -32,6 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from pipeline.inference.placement import (
     SCHEDULING_STRATEGY,
     alive_nodes,
+    spread_over,
     workers_that_fit,
 )
 
@@ -50,6 +51,7 @@ class Member:
     ready: bool = False
     node: str | None = None
     info: dict | None = None
+    planned: str | None = None  # the node it was asked for (soft affinity), if any
 
 
 class ActorSet:
@@ -81,12 +83,30 @@ class ActorSet:
         self._replacements: list[tuple[float, str | None]] = []  # (due time, dead actor's node)
 
     def spawn(self, count: int = 1, *, node: str | None = None) -> None:
-        """Start ``count`` actors (SPREAD, or on ``node`` while it has room)."""
-        strategy = NodeAffinitySchedulingStrategy(node, soft=True) if node else SCHEDULING_STRATEGY
+        """Start ``count`` actors: on ``node`` while it has room, else one per node
+        before any node gets a second (:func:`spread_over`), else (no node has room
+        now) with SPREAD, waiting for one. Node choices are soft: an actor whose node
+        is busy or gone goes wherever it fits."""
         with self._lock:
-            for _ in range(max(0, count)):
+            count = max(0, count)
+            if node is not None:
+                plan = [node] * count
+            else:
+                placed: dict[str, int] = {}
+                for m in self.members:
+                    where = m.node or m.planned
+                    if where is not None:
+                        placed[where] = placed.get(where, 0) + 1
+                plan = spread_over(count, alive_nodes(), self.demand, placed)
+            for i in range(count):
+                where = plan[i] if i < len(plan) else None
+                # soft + spill: a node that is gone, or busy with other work (the plan
+                # counts totals), sends the actor wherever it fits
+                strategy = (NodeAffinitySchedulingStrategy(where, soft=True,
+                                                           _spill_on_unavailable=True)
+                            if where else SCHEDULING_STRATEGY)
                 actor = self._spawn_actor(strategy)
-                self.members.append(Member(actor, actor.describe.remote()))
+                self.members.append(Member(actor, actor.describe.remote(), planned=where))
 
     @property
     def actors(self) -> list:

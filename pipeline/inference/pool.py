@@ -147,7 +147,7 @@ class WorkerPool:
                 bundle_path, threads=threads)
 
         self.members = ActorSet(spawn, config.demand, cap=config.cap)
-        # SPREAD: one actor per node before any node gets a second (multi-node runs).
+        # one actor per node before any node gets a second (multi-node runs)
         self.members.spawn(config.workers)
         warm_up()  # block-pass workers import their modules while the models load
         self.requeued = 0
