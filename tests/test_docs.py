@@ -18,8 +18,9 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-PAGES = ("README.md", "cli.md", "outputs.md", "model-bundles.md", "label-files.md",
-         "object-storage.md", "stac.md", "dicom.md")
+PAGES = ("README.md", "cli.md", "outputs.md", "model-bundles.md", "models.md", "label-files.md",
+         "object-storage.md", "stac.md", "dicom.md", "nifti.md", "nightly.md", "cluster.md",
+         "how-it-works.md", "performance.md", "segcore.md")
 
 # Documents that exist only beside the repository; users of segpipe do not have them.
 SCANNED = ("README.md", "docs", "pipeline", "flows", "segcore", "configs", "deploy")

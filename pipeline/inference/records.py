@@ -15,7 +15,7 @@ tile computed again.
 
 ``<flat>.started`` marks an attempt: a tile processed while its marker exists
 (a worker crashed, or the run was killed, during an earlier attempt) counts as
-retried. ``SEGPIPE_FAULT_*`` variables inject faults for tests (README, "Faults").
+retried. ``SEGPIPE_FAULT_*`` variables inject faults for tests (docs/how-it-works.md, "Faults").
 The directory may be a local path or an ``s3://`` prefix (:mod:`pipeline.storage`).
 """
 

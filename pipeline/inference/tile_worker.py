@@ -45,7 +45,7 @@ from segcore.geometry.grid import Tile, TileGrid
 
 
 def injected_faults() -> dict[str, str]:
-    """``SEGPIPE_FAULT_*`` settings of this process (tests; README "Faults")."""
+    """``SEGPIPE_FAULT_*`` settings of this process (tests; docs/how-it-works.md, "Faults")."""
     env = {"crash": rec.FAULT_CRASH, "fail": rec.FAULT_FAIL, "delay_s": "SEGPIPE_FAULT_DELAY_S"}
     return {k: os.environ[v] for k, v in env.items() if os.environ.get(v)}
 

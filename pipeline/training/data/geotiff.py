@@ -1,6 +1,6 @@
 """``kind: geotiff``: user scenes as GeoTIFF image + label pairs.
 
-Label files follow the pipeline's label convention (see the README): band 1
+Label files follow the pipeline's label convention (docs/label-files.md): band 1
 holds class ids, the unlabelled value (255 for 8-bit files, 65535 for 16-bit
 ones) is ignored, and band 2, when present, instance ids (0 = no instance).
 """

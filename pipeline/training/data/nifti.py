@@ -2,7 +2,7 @@
 
 Volumes are read whole, in the canonical orientation, into memory (training sets
 are crops of modest volumes; inference is where volumes are huge). Labels follow
-the pipeline's label convention (see the README): class ids, the unlabelled value
+the pipeline's label convention (docs/label-files.md): class ids, the unlabelled value
 (255 / 65535) ignored, instance ids as a 4th axis of length 2.
 """
 
