@@ -6,6 +6,15 @@ round-robin over the nodes (``SPREAD``) and at most one per cluster CPU is in fl
 so the driver never queues a whole scene of work and memory stays bounded by the
 blocks in flight. Only the tasks' small results come back.
 
+On a runtime this process started itself (one node: this machine) the ingest pass
+runs in threads of this process instead (``local``, :data:`LOCAL_PASSES`): it is
+GDAL decoding and Zarr compression, which release the GIL, and threads skip what a
+task pays on a fresh worker (importing the readers, opening the input) while the
+model actors load on the same cores. Measured at 8192² with the near-free model
+(``bench/machinery.py``, 2 cores): ingest 2.3 s in threads against 4.1 s as tasks on
+the first scene. The passes after inference stay tasks: their Python parts hold the
+GIL, so threads would not scale with a workstation's cores.
+
 Tasks reserve no CPU of their own (``num_cpus=0``): the model actors hold the cluster's
 CPUs for the whole run while they are idle between inference passes, and a task
 that waited for a free CPU would wait forever. The in-flight limit does the
@@ -20,12 +29,14 @@ from typing import Any, TypeVar
 
 import ray
 
-from pipeline.blockmap import contiguous_groups
+from pipeline.blockmap import BlockMap, contiguous_groups
 from pipeline.heap import release_free_memory
 
 R = TypeVar("R")
 _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
 _DRAIN_S = 600.0  # how long a failed pass waits for its other tasks before it raises
+# Passes a local runtime runs in this process's threads (see the module docstring).
+LOCAL_PASSES = frozenset({"ingest"})
 
 
 def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[str, list[Any]]:
@@ -85,12 +96,20 @@ class RayBlocks:
     """Runs block passes as Ray tasks on the connected cluster.
 
     ``nodes`` records, per pass label, the node ids that ran its tasks (reports, tests).
+    ``local``: where the :data:`LOCAL_PASSES` run instead (threads of this process, on
+    a runtime it started); None: every pass is Ray tasks.
     """
 
-    def __init__(self, *, in_flight: int | None = None) -> None:
+    def __init__(self, *, in_flight: int | None = None, local: BlockMap | None = None) -> None:
         self._in_flight = in_flight
+        self._local = local
         self._lock = threading.Lock()
         self.nodes: dict[str, set[str]] = {}
+
+    def _record(self, label: str, nodes: set[str]) -> None:
+        with self._lock:
+            self.nodes.setdefault(label, set()).update(nodes)
+            _SEEN.setdefault(label, set()).update(nodes)
 
     def _cpus(self) -> int:
         if self._in_flight is not None:
@@ -102,6 +121,10 @@ class RayBlocks:
         items = list(items)
         if not items:
             return []
+        if self._local is not None and label in LOCAL_PASSES:
+            results = self._local.map(fn, items, *shared, label=label)
+            self._record(label, {ray.get_runtime_context().get_node_id()})
+            return results
         cpus = self._cpus()
         groups = contiguous_groups(items, cpus * _TASKS_PER_CPU)
         refs = [ray.put(s) for s in shared]
@@ -130,7 +153,5 @@ class RayBlocks:
             if pending:
                 ray.wait(list(pending), num_returns=len(pending), timeout=_DRAIN_S)
             raise
-        with self._lock:
-            self.nodes.setdefault(label or fn.__name__, set()).update(nodes)
-            _SEEN.setdefault(label or fn.__name__, set()).update(nodes)
+        self._record(label or fn.__name__, nodes)
         return [value for group in results for value in group]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 import ray
 
+from pipeline.blockmap import ThreadBlocks
 from pipeline.distributed import RayBlocks, warm_up
 from pipeline.inference.actor import RemoteTileWorker
 from pipeline.inference.dispatch import dispatch
@@ -152,7 +153,10 @@ class WorkerPool:
         warm_up()  # block-pass workers import their modules while the models load
         self.requeued = 0
         self._requested = False
-        self.blocks = RayBlocks()  # block passes: Ray tasks over the cluster
+        # block passes: Ray tasks over the cluster; on a runtime started here, ingest
+        # in this process's threads (pipeline.distributed.ray_blocks)
+        self.blocks = RayBlocks(local=ThreadBlocks(max(1, int(cpus))) if runtime_is_local()
+                                else None)
 
     @property
     def actors(self) -> list:

@@ -84,3 +84,24 @@ def test_a_failed_pass_leaves_no_task_running(ray_session, tmp_path):
 
 def test_default_blocks_is_ray_when_connected(ray_session):
     assert isinstance(default_blocks(), RayBlocks)
+
+
+def _pid(item: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_a_local_runtime_ingests_in_this_process_and_runs_the_rest_as_tasks(ray_session):
+    import os
+
+    from pipeline.blockmap import ThreadBlocks
+    from pipeline.distributed.ray_blocks import LOCAL_PASSES
+
+    assert LOCAL_PASSES == {"ingest"}
+    blocks = RayBlocks(local=ThreadBlocks(2))
+    assert set(blocks.map(_pid, range(12), label="ingest")) == {os.getpid()}
+    assert os.getpid() not in set(blocks.map(_pid, range(12), label="fusion"))  # Ray workers
+    assert len(blocks.nodes["ingest"]) == 1 and blocks.nodes["ingest"] == blocks.nodes["fusion"]
+    with pytest.raises(InputError, match="cannot read block 5"):  # errors as themselves too
+        blocks.map(_fail_on, list(range(12)), 5, label="ingest")
