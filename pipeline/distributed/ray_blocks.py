@@ -11,8 +11,8 @@ runs in threads of this process instead (``local``, :data:`LOCAL_PASSES`): it is
 GDAL decoding and Zarr compression, which release the GIL, and threads skip what a
 task pays on a fresh worker (importing the readers, opening the input) while the
 model actors load on the same cores. Measured at 8192² with the near-free model
-(``bench/machinery.py``, 2 cores): ingest 2.3 s in threads against 4.1 s as tasks on
-the first scene. The passes after inference stay tasks: their Python parts hold the
+(``bench/machinery.py``, 2 cores, two runs each): ingest 2.0-2.2 s in threads against
+3.2-4.4 s as tasks on the first scene. The passes after inference stay tasks: their Python parts hold the
 GIL, so threads would not scale with a workstation's cores.
 
 Tasks reserve no CPU of their own (``num_cpus=0``): the model actors hold the cluster's

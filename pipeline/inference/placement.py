@@ -22,9 +22,9 @@ import ray
 
 # How actors are spread over nodes when no plan names one (no node has room now, so
 # the actor waits for one): Ray's SPREAD. It is best effort only: with room for both
-# on the head, Ray 2.60 put two SPREAD actors there in about one run in twenty
-# (measured in CI), so the pool plans the nodes itself (:func:`spread_over`) and
-# asks for each with a soft node affinity.
+# on the head, Ray 2.60 put two SPREAD actors there in one CI run of the two-node
+# test, so the pool plans the nodes itself (:func:`spread_over`) and asks for each
+# with a soft node affinity.
 SCHEDULING_STRATEGY = "SPREAD"
 
 
