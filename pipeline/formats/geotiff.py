@@ -36,6 +36,7 @@ from pipeline.report.quicklook import (
     write_quicklooks,
 )
 from pipeline.resolution import warn_resolution
+from pipeline.storage.chunk_io import Regions, write_region
 from pipeline.store import IMAGE, VALID, create_store, iter_blocks
 from pipeline.streaming.metrics import unlabelled_value
 from pipeline.streaming.summary import ClassTotals, SizeUnit, summarise
@@ -119,8 +120,8 @@ def _copy_block(key: tuple[slice, slice], path: str, bands: list[int], image: za
             f"cannot read pixels at rows {rows.start}-{rows.stop}, "
             f"cols {cols.start}-{cols.stop}: {_first_cause(exc)}",
         ) from exc
-    image[:, rows, cols] = pixels
-    valid[rows, cols] = mask
+    write_region(image, (slice(None), rows, cols), pixels)
+    write_region(valid, (rows, cols), mask)
     if preview_step is None:
         return None
     start = (rows.start, cols.start)  # the block's share of the quicklook (small)
@@ -256,7 +257,7 @@ def _export_cog(name: str, group: zarr.Group, info: RasterInfo, out_dir: Path,
                 nodata: dict[str, int]) -> str:
     array = group[name]
     dst = Path(out_dir) / f"{name}.tif"
-    write_cog(dst, array, info=info, dtype=str(array.dtype), nodata=nodata.get(name))
+    write_cog(dst, Regions(array), info=info, dtype=str(array.dtype), nodata=nodata.get(name))
     return dst.name
 
 

@@ -37,6 +37,7 @@ from pipeline.heap import release_free_memory
 from pipeline.inference import records as rec
 from pipeline.inference.predictor import TilePrediction, TilePredictor
 from pipeline.inference.scene_intensity import SceneNormalisation
+from pipeline.storage.chunk_io import read_region, write_region
 from pipeline.store import IMAGE, OFFSETS, SEMANTIC, VALID, open_store
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec, count_core
@@ -135,8 +136,8 @@ class TileWorker:
 
     @staticmethod
     def _read(group, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-        image = group[IMAGE][(slice(None), *tile.halo.slices)]
-        valid = np.asarray(group[VALID][tile.halo.slices], dtype=bool)
+        image = read_region(group[IMAGE], (slice(None), *tile.halo.slices))
+        valid = read_region(group[VALID], tile.halo.slices).astype(bool, copy=False)
         return image, valid
 
     def _predict(self, tiles: list[Tile], inputs: dict[int, tuple[np.ndarray, np.ndarray]],
@@ -160,7 +161,8 @@ class TileWorker:
         outcome: dict = {"index": tile.index, "seconds": 0.0, "worker": self.worker_id,
                          "retried": retried, "skipped": pred is None}
         if pred is not None:
-            group[SEMANTIC][tile.core.slices] = pred.semantic[tile.core_in_halo.slices]
+            write_region(group[SEMANTIC], tile.core.slices,
+                         pred.semantic[tile.core_in_halo.slices])
             if pred.offsets is not None:
                 outcome.update(self._write_centres(group, tile, pred))
         elif self.predictor.has_instances:
@@ -185,8 +187,8 @@ class TileWorker:
         for every core pixel, so each of the scene's peaks is found by exactly one tile.
         """
         core = tile.core_in_halo
-        group[OFFSETS][(slice(None), *tile.core.slices)] = pred.offsets[(slice(None),
-                                                                         *core.slices)]
+        write_region(group[OFFSETS], (slice(None), *tile.core.slices),
+                     pred.offsets[(slice(None), *core.slices)])
         local = pred.centres
         inside = np.all((local >= np.asarray(core.start)) & (local < np.asarray(core.stop)),
                         axis=1)

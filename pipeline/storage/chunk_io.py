@@ -1,0 +1,245 @@
+"""Whole-chunk reads and writes of local Zarr arrays, without zarr's selection machinery.
+
+A tile worker reads its window and writes its core, which are whole chunks of the
+scene's arrays. zarr-python answers ``array[key]`` through its general indexing and
+asynchronous codec pipeline, which for one 512² chunk costs more than the
+compression itself (measured with zarr 3.1, 2 cores: writing a uint8 label chunk
+3.2 ms against 0.6 ms of zstd; reading a 3 x 512² image chunk 2.6 ms against 1.2 ms
+for reading and decoding the file). :func:`read_region` and :func:`write_region`
+encode and decode the chunks themselves with the array's own codecs, and write each
+chunk file as zarr's local store does (a temporary file renamed into place), so the
+bytes on disk are the ones zarr writes and zarr reads them back unchanged.
+
+The direct path is taken only for what it can reproduce exactly: a
+:class:`zarr.storage.LocalStore`, a regular chunk grid with the default ``/`` chunk
+keys, no sharding or storage transformers, the codecs ``bytes`` (little-endian or
+none) + ``zstd``, and a fill value other than NaN. Anything else (object storage, other
+codecs) goes through ``array[key]`` as before. A write takes the direct path when the
+region covers every chunk it touches (up to the array's edge); a chunk equal to the
+fill value everywhere is removed rather than written, as zarr does with
+``write_empty_chunks`` off.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+from zarr.storage import LocalStore
+
+
+@dataclass(frozen=True)
+class _Direct:
+    """What the direct path needs of one array (built once per array object)."""
+
+    folder: Path
+    chunks: tuple[int, ...]
+    dtype: np.dtype  # on disk (little-endian)
+    fill: Any
+    codec: numcodecs.Zstd
+    write_empty: bool
+
+
+_CACHE: dict[int, tuple[Any, _Direct | None]] = {}
+
+
+def _direct(array: zarr.Array) -> _Direct | None:
+    """The direct-path description of ``array``, or None where zarr must do the work."""
+    hit = _CACHE.get(id(array))
+    if hit is not None and hit[0] is array:
+        return hit[1]
+    found = _describe(array)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    _CACHE[id(array)] = (array, found)
+    return found
+
+
+def _describe(array: zarr.Array) -> _Direct | None:
+    meta = array.metadata
+    store = array.store_path.store
+    if getattr(meta, "zarr_format", None) != 3 or not isinstance(store, LocalStore):
+        return None
+    if not isinstance(meta.chunk_grid, RegularChunkGrid) or meta.storage_transformers:
+        return None
+    encoding = meta.chunk_key_encoding
+    if not isinstance(encoding, DefaultChunkKeyEncoding) or encoding.separator != "/":
+        return None
+    codecs = tuple(meta.codecs)
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) \
+            or not isinstance(codecs[1], ZstdCodec):
+        return None
+    dtype = np.dtype(array.dtype)
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+    if dtype.itemsize > 1 and endian not in ("little", None):
+        return None
+    fill = array.fill_value
+    if dtype.kind == "f" and np.isnan(fill):
+        return None
+    config = getattr(array._async_array, "config", None)  # zarr 3.1: ArrayConfig
+    write_empty = bool(getattr(config, "write_empty_chunks",
+                               zarr.config.get("array.write_empty_chunks")))
+    return _Direct(folder=Path(store.root) / array.store_path.path,
+                   chunks=tuple(meta.chunk_grid.chunk_shape),
+                   dtype=dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype,
+                   fill=np.asarray(fill, dtype)[()],
+                   codec=numcodecs.Zstd(level=codecs[1].level, checksum=codecs[1].checksum),
+                   write_empty=write_empty)
+
+
+def _normalise(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """``key`` as one step-1 slice per axis within ``shape``; None for anything else."""
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) > len(shape):
+        return None
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out = []
+    for k, n in zip(key, shape):
+        if not isinstance(k, slice):
+            return None
+        start, stop, step = k.indices(n)
+        if step != 1 or stop <= start:
+            return None
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def _chunk_range(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[range]:
+    return [range(s.start // c, -(-s.stop // c)) for s, c in zip(region, chunks)]
+
+
+def _chunk_path(direct: _Direct, coords: tuple[int, ...]) -> Path:
+    return direct.folder.joinpath("c", *map(str, coords))
+
+
+def _decode(direct: _Direct, coords: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        raw = _chunk_path(direct, coords).read_bytes()
+    except FileNotFoundError:
+        return None
+    flat = np.frombuffer(direct.codec.decode(raw), dtype=direct.dtype)
+    return flat.reshape(direct.chunks)
+
+
+def read_region(array: zarr.Array, key: Any) -> np.ndarray:
+    """``array[key]`` for a key of step-1 slices (any alignment), decoded chunk by chunk.
+
+    Returns a new C-ordered array of ``array.dtype`` (native byte order).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> a = zarr.create_array(folder, shape=(5, 6), chunks=(2, 4), dtype="uint16",
+    ...                       fill_value=7)
+    >>> a[1:4, 2:5] = np.arange(9, dtype="uint16").reshape(3, 3)
+    >>> bool((read_region(a, (slice(0, 5), slice(1, 6))) == a[0:5, 1:6]).all())
+    True
+    """
+    direct = _direct(array)
+    region = _normalise(key, array.shape) if direct is not None else None
+    if region is None:
+        return np.asarray(array[key])
+    out = np.empty(tuple(s.stop - s.start for s in region), dtype=array.dtype)
+    ranges = _chunk_range(region, direct.chunks)
+    for index in np.ndindex(*(len(r) for r in ranges)):
+        coords = tuple(r[i] for r, i in zip(ranges, index))
+        lo = [c * n for c, n in zip(coords, direct.chunks)]
+        src = tuple(slice(max(s.start, a) - a, min(s.stop, a + n) - a)
+                    for s, a, n in zip(region, lo, direct.chunks))
+        dst = tuple(slice(max(s.start, a) - s.start, min(s.stop, a + n) - s.start)
+                    for s, a, n in zip(region, lo, direct.chunks))
+        chunk = _decode(direct, coords)
+        out[dst] = direct.fill if chunk is None else chunk[src]
+    return out
+
+
+def write_region(array: zarr.Array, key: Any, data: np.ndarray) -> None:
+    """``array[key] = data``; whole chunks are encoded and written directly.
+
+    ``data`` has the region's shape. A region that cuts through a chunk (not at the
+    array's edge) is written by zarr, which merges it with the chunk's other pixels.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> a = zarr.create_array(folder, shape=(5, 6), chunks=(2, 4), dtype="uint8",
+    ...                       fill_value=255)
+    >>> write_region(a, (slice(2, 5), slice(4, 6)), np.full((3, 2), 3, "uint8"))
+    >>> a[1:5, 3:6].tolist()
+    [[255, 255, 255], [255, 3, 3], [255, 3, 3], [255, 3, 3]]
+    """
+    direct = _direct(array)
+    region = _normalise(key, array.shape) if direct is not None else None
+    data = np.asarray(data)
+    if region is None or not _whole_chunks(region, direct.chunks, array.shape) \
+            or data.shape != tuple(s.stop - s.start for s in region):
+        array[key] = data
+        return
+    ranges = _chunk_range(region, direct.chunks)
+    for index in np.ndindex(*(len(r) for r in ranges)):
+        coords = tuple(r[i] for r, i in zip(ranges, index))
+        lo = [c * n for c, n in zip(coords, direct.chunks)]
+        part = data[tuple(slice(a - s.start, min(a + n, s.stop) - s.start)
+                          for s, a, n in zip(region, lo, direct.chunks))]
+        _write_chunk(direct, coords, part)
+
+
+def _whole_chunks(region: tuple[slice, ...], chunks: tuple[int, ...],
+                  shape: tuple[int, ...]) -> bool:
+    """True when the region starts on a chunk boundary and ends on one or at the edge."""
+    return all(s.start % c == 0 and (s.stop % c == 0 or s.stop == n)
+               for s, c, n in zip(region, chunks, shape))
+
+
+def _write_chunk(direct: _Direct, coords: tuple[int, ...], part: np.ndarray) -> None:
+    path = _chunk_path(direct, coords)
+    if not direct.write_empty and bool(np.all(part == direct.fill)):
+        path.unlink(missing_ok=True)
+        return
+    if part.shape != direct.chunks:  # an edge chunk: stored at full size, padded with fill
+        full = np.full(direct.chunks, direct.fill, dtype=direct.dtype)
+        full[tuple(slice(0, n) for n in part.shape)] = part
+        part = full
+    payload = direct.codec.encode(np.ascontiguousarray(part, dtype=direct.dtype))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")  # zarr's own temporary name
+    try:
+        with tmp.open("wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Regions:
+    """A read-only view of ``array`` whose ``view[key]`` is :func:`read_region`
+    (for readers that take any sliceable source, e.g. :func:`pipeline.io.cog.write_cog`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> a = zarr.create_array(tempfile.mkdtemp(), shape=(4, 4), chunks=(2, 2), dtype="uint8")
+    >>> a[...] = 5
+    >>> view = Regions(a)
+    >>> view.shape, view.dtype, int(view[1:3, 0:4].sum())
+    ((4, 4), dtype('uint8'), 40)
+    """
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return read_region(self.array, key)
