@@ -335,11 +335,29 @@ def node_grid_pixel_areas(
     cell_r = np.repeat(np.arange(len(hs)), hs)
     dv = (np.arange(rn[-1]) - rn[cell_r]).astype(np.float64)[:, None]
     row_base = base[cell_r] + per_row[cell_r] * dv  # (rows, m)
-    du = (np.arange(cn[-1]) - np.repeat(cn[:-1], ws)).astype(np.float64)[None, :]
-    out = np.repeat(per_col[cell_r], ws, axis=1)
-    out *= du
-    out += np.repeat(row_base, ws, axis=1)
+    slope = per_col[cell_r]  # (rows, m)
+    out = np.empty((rn[-1], cn[-1]), dtype=np.float64)
+    # cells of one width at a time, as (rows, cells, width) views of ``out``: no expanded
+    # copies of the per-cell terms (the same products and sums, so the same bits)
+    for first, last in _runs(ws):
+        width = int(ws[first])
+        block = out[:, cn[first]:cn[last]].view()
+        block.shape = (rn[-1], last - first, width)  # a view: raises rather than copy
+        du = np.arange(width, dtype=np.float64)
+        np.multiply(slope[:, first:last, None], du, out=block)
+        block += row_base[:, first:last, None]
     return np.abs(out, out=out)
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """``[(first, last)]``: the maximal runs of equal neighbours (``last`` exclusive).
+
+    >>> _runs(np.array([4, 4, 4, 2]))
+    [(0, 3), (3, 4)]
+    """
+    cuts = np.flatnonzero(np.diff(values)) + 1
+    edges = [0, *cuts.tolist(), len(values)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _check_nodes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
