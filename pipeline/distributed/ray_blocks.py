@@ -69,7 +69,8 @@ def warm_up() -> list[Any]:
 
     A Ray worker imports a pass's modules on its first task (about a second); warming
     them while the model actors load takes that off the first scene. Returns the
-    tasks' refs (nobody needs to wait for them).
+    tasks' refs: the pool waits for them (bounded) before its first scene, so that on a
+    machine of few cores the imports do not share the CPUs with the scene's passes.
     """
     task = ray.remote(num_cpus=0)(_import_pass_modules).options(
         name="segpipe:warm-up", scheduling_strategy="SPREAD")

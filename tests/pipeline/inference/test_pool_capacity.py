@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import ray
 
 from pipeline.inference.placement import runtime_is_local
 from pipeline.inference.pool import WorkerPool
@@ -24,6 +25,9 @@ def test_workers_is_the_most_actors_not_a_demand(ray_session, tiny_bundle):
         assert len(pool.actors) == pool.config.workers == 2  # one per CPU of the runtime
         assert pool.config.cap == 64
         assert sorted(d["device"] for d in pool.describe(timeout=60)) == ["cpu", "cpu"]
+        # the block-pass workers finished importing before the pool was handed over
+        ready, waiting = ray.wait(pool._warming, num_returns=len(pool._warming), timeout=0)
+        assert len(pool._warming) == 2 and not waiting
     finally:
         pool.shutdown()
 
