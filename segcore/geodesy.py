@@ -48,6 +48,7 @@ flattening ``rf``; ``rf == 0`` (the WKT convention) or ``inf`` means a sphere.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -357,7 +358,7 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """
     cuts = np.flatnonzero(np.diff(values)) + 1
     edges = [0, *cuts.tolist(), len(values)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def _check_nodes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
