@@ -262,9 +262,12 @@ class WorkerPool:
             if progress is not None:
                 progress(len(result))
 
-        self.requeued += dispatch(batches, self.members, submit, finished, wait_s=self.wait_s)
-        for actor in self.actors:
-            actor.forget.remote(store_path)
+        try:
+            self.requeued += dispatch(batches, self.members, submit, finished,
+                                      wait_s=self.wait_s)
+        finally:  # the actors' handles of this store (its arrays) end with the run
+            for actor in self.actors:
+                actor.forget.remote(store_path)
         return outcomes
 
     def shutdown(self) -> None:

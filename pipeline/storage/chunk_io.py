@@ -39,7 +39,7 @@ from zarr.storage import LocalStore
 
 @dataclass(frozen=True)
 class _Direct:
-    """What the direct path needs of one array (built once per array object)."""
+    """What the direct path needs of one array (attribute reads: about 10 µs)."""
 
     folder: Path
     chunks: tuple[int, ...]
@@ -49,22 +49,8 @@ class _Direct:
     write_empty: bool
 
 
-_CACHE: dict[int, tuple[Any, _Direct | None]] = {}
-
-
 def _direct(array: zarr.Array) -> _Direct | None:
     """The direct-path description of ``array``, or None where zarr must do the work."""
-    hit = _CACHE.get(id(array))
-    if hit is not None and hit[0] is array:
-        return hit[1]
-    found = _describe(array)
-    if len(_CACHE) > 256:
-        _CACHE.clear()
-    _CACHE[id(array)] = (array, found)
-    return found
-
-
-def _describe(array: zarr.Array) -> _Direct | None:
     meta = array.metadata
     store = array.store_path.store
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(store, LocalStore):
