@@ -123,14 +123,16 @@ def _write_tiled(path: str, source: Any, *, info: RasterInfo, dtype: str,
     """Tiled ZSTD GeoTIFF (fast level, all cores) written in ``strip`` x ``strip`` blocks.
 
     Square blocks, not full-width strips, so memory does not grow with the scene width.
+    No predictor: the file is read once, by the COG copy, and labels compress well
+    without one (8192² near-free labels: write plus copy 1.36 s against 1.48 s with
+    predictor 2).
     """
-    floating = np.issubdtype(np.dtype(dtype), np.floating)
     profile = dict(
         driver="GTiff", width=info.width, height=info.height, count=1, dtype=dtype,
         crs=CRS.from_wkt(info.crs_wkt) if info.crs_wkt else None,
         transform=Affine(*info.transform), nodata=nodata, tiled=True,
         blockxsize=blocksize, blockysize=blocksize, compress="zstd", zstd_level=1,
-        predictor=3 if floating else 2, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
+        predictor=1, bigtiff="IF_SAFER", num_threads="ALL_CPUS",
     )
     with rasterio.open(path, "w", **profile) as ds:
         for r0 in range(0, info.height, strip):

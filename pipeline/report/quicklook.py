@@ -15,6 +15,7 @@ import zarr
 from PIL import Image
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.storage.chunk_io import read_region
 from pipeline.store import IMAGE, INSTANCE, VALID, iter_blocks
 
 
@@ -31,9 +32,9 @@ def decimation(shape: tuple[int, int], max_size: int) -> int:
 
 def _strided_block(key: tuple[slice, slice], array: zarr.Array, step: int,
                    lead: tuple) -> np.ndarray:
-    rows, cols = key
-    return np.asarray(array[(*lead, slice(rows.start, rows.stop, step),
-                             slice(cols.start, cols.stop, step))])
+    # whole chunks decoded (a stride of ``step`` touches every chunk anyway), then strided;
+    # a copy, so the block is freed at once
+    return np.ascontiguousarray(read_region(array, (*lead, *key))[..., ::step, ::step])
 
 
 def _strided(array: zarr.Array, step: int, lead: tuple = (),

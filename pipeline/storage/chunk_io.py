@@ -166,6 +166,8 @@ def write_region(array: zarr.Array, key: Any, data: np.ndarray) -> None:
     [[255, 255, 255], [255, 3, 3], [255, 3, 3], [255, 3, 3]]
     """
     direct = _direct(array)
+    if array.store_path.store.read_only:
+        direct = None  # zarr refuses the write, with its own error
     region = _normalise(key, array.shape) if direct is not None else None
     data = np.asarray(data)
     if region is None or not _whole_chunks(region, direct.chunks, array.shape) \

@@ -145,6 +145,15 @@ def test_a_scene_store_takes_the_direct_path_and_reopens_unchanged(tmp_path):
     assert again["valid"][512:, 512:].all() and not again["valid"][:512].any()
 
 
+def test_a_read_only_array_is_not_written_behind_zarrs_back(tmp_path):
+    a = _array(tmp_path, "a", (8, 8), (4, 4), "uint8", 0)
+    a[...] = 1
+    ro = zarr.open_array(str(tmp_path / "a"), mode="r")
+    with pytest.raises(Exception, match="read.only|read-only"):
+        write_region(ro, (slice(0, 4), slice(0, 4)), np.full((4, 4), 9, np.uint8))
+    assert (a[...] == 1).all()
+
+
 def test_an_object_store_array_goes_through_zarr(bucket):
     """On object storage (the tests' S3 server) zarr does the work."""
     group = create_store(f"s3://{bucket}/scene.zarr", bands=1, shape=(8, 8), dtype="uint8",
