@@ -92,12 +92,14 @@ class TilePredictor:
         self._pinned: dict[str, tuple[torch.Tensor, object]] = {}  # name -> (buffer, copy event)
 
     def normalise(self, image: np.ndarray, valid: np.ndarray,
-                  scene: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  scene: tuple[np.ndarray, np.ndarray] | None = None, *,
+                  out: np.ndarray | None = None) -> np.ndarray:
         """``(C, *S)`` raw samples -> float32 model input; nodata and NaN become 0.
 
         ``scene``: per-channel ``(mean, std)`` ``(C,)`` of this scene, replacing the
         bundle's (``input.scene``, :mod:`pipeline.inference.scene_intensity`). Then
         ``input.clip`` applies, and ``input.keep_zero`` keeps zero samples 0.
+        ``out``: a float32 ``(C, *S)`` array to write into (a row of a batch), else new.
         """
         dtype = str(image.dtype)
         if dtype not in self._scale:
@@ -105,7 +107,11 @@ class TilePredictor:
                 f"model '{self.bundle.name}': no input.value_scale for sample type {dtype} "
                 f"(has {sorted(self._scale)})"
             )
-        x = image.astype(np.float32)  # the same float32 steps as ever, in place
+        if out is None:
+            x = image.astype(np.float32)  # the same float32 steps as ever, in place
+        else:
+            x = out
+            np.copyto(x, image, casting="unsafe")  # what astype(float32) gives
         x *= np.float32(self._scale[dtype])
         trailing = (slice(None), *(None,) * self.ndim)
         x -= self._mean if scene is None else scene[0].astype(np.float32)[trailing]
@@ -152,15 +158,15 @@ class TilePredictor:
             self.oom_splits += 1
             return self._halving_on_oom(items[:half], call) + self._halving_on_oom(items[half:], call)
 
-    def _to_device(self, name: str, arrays: list[np.ndarray]) -> torch.Tensor:
-        """Stack same-shape arrays into ``(B, *shape)`` on the device.
+    def _to_device(self, name: str, arrays: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+        """Stack same-shape arrays (or take a stacked ``(B, *shape)`` array) onto the device.
 
         On a GPU the stack is written into a page-locked host buffer kept per ``name``
         (grown when too small, reused otherwise) and copied asynchronously; the next
         call waits for that copy before it writes the buffer again.
         """
         if self.device.type != "cuda":
-            return torch.from_numpy(np.stack(arrays))
+            return torch.from_numpy(arrays if isinstance(arrays, np.ndarray) else np.stack(arrays))
         shape = (len(arrays), *arrays[0].shape)
         dtype = torch.from_numpy(arrays[0][:0]).dtype
         pinned, done = self._pinned.get(name, (None, None))
@@ -178,7 +184,7 @@ class TilePredictor:
         self._pinned[name] = (pinned, event)
         return out
 
-    def _heads(self, batch: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def _heads(self, batch: list[np.ndarray] | np.ndarray) -> dict[str, torch.Tensor]:
         """Dense heads ``{name: (B, k, *S)}`` on the device, cropped to the tiles' size."""
         x = self._to_device("input", batch)
         x, size = pad_to_multiple(x, self.stride, spatial_dims=self.ndim)
@@ -192,19 +198,26 @@ class TilePredictor:
         return {k: v[crop] for k, v in heads.items() if k in _DENSE_HEADS}  # not query logits
 
     @torch.inference_mode()
-    def _labels(self, items: list[tuple[np.ndarray, np.ndarray]], nodata: int
-                ) -> list[TilePrediction]:
-        """Labels of same-shape ``(normalised input, valid)`` tiles, computed on the device.
+    def _labels(self, items: list[tuple[np.ndarray, np.ndarray]], nodata: int,
+                scene: tuple[np.ndarray, np.ndarray] | None = None) -> list[TilePrediction]:
+        """Labels of same-shape ``(raw samples, valid)`` tiles, computed on the device.
 
-        Argmax, nodata and the centre peaks run where the model ran; only the class ids
-        (uint8/uint16) and, for an instance head, the peaks and the thing pixels'
-        offsets are copied to the host (never the logits).
+        The tiles are normalised straight into one batch array (no second copy to stack
+        them). Argmax, nodata and the centre peaks run where the model ran; only the
+        class ids (uint8/uint16) and, for an instance head, the peaks and the thing
+        pixels' offsets are copied to the host (never the logits).
         """
-        heads = self._heads([x for x, _ in items])
-        valid = self._to_device("valid", [v for _, v in items])
+        batch = np.empty((len(items), *items[0][0].shape), dtype=np.float32)
+        for row, (image, valid) in zip(batch, items):
+            self.normalise(image, valid, scene, out=row)
+        heads = self._heads(batch)
+        every = all(bool(v.all()) for _, v in items)  # no nodata: no mask to apply
+        valid = None if every and not self.has_instances else \
+            self._to_device("valid", [v for _, v in items])
         wide = nodata > 255  # uint16 ids travel as int32 (no uint16 kernels on every device)
         semantic = _argmax_classes(heads["semantic"]).to(torch.int32 if wide else torch.uint8)
-        semantic = semantic.masked_fill_(~valid, nodata)
+        if not every:
+            semantic = semantic.masked_fill_(~valid, nodata)
         copies = [semantic.to("cpu", non_blocking=True)]
         if self.has_instances:
             things = torch.isin(semantic, self._thing_ids.to(semantic.dtype)) & valid
@@ -248,14 +261,13 @@ class TilePredictor:
     ) -> list[TilePrediction]:
         """Class ids ``(*S)`` (``nodata`` where the input is invalid) and instances per tile
         (``scene``: the scene's own normalisation, see :meth:`normalise`)."""
-        inputs = [self.normalise(im, va, scene) for im, va in zip(images, valids)]
-        results: list[TilePrediction | None] = [None] * len(inputs)
+        results: list[TilePrediction | None] = [None] * len(images)
         by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i, x in enumerate(inputs):
-            by_shape.setdefault(x.shape, []).append(i)
-        for indices in self._batches(by_shape, inputs):
-            items = [(inputs[i], np.asarray(valids[i], dtype=bool)) for i in indices]
-            labels = self._halving_on_oom(items, lambda part: self._labels(part, nodata))
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        for indices in self._batches(by_shape, images):
+            items = [(images[i], np.asarray(valids[i], dtype=bool)) for i in indices]
+            labels = self._halving_on_oom(items, lambda part: self._labels(part, nodata, scene))
             for i, prediction in zip(indices, labels):
                 results[i] = prediction
         return results  # type: ignore[return-value]
