@@ -22,8 +22,10 @@ fill value everywhere is removed rather than written, as zarr does with
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +101,21 @@ def _normalise(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
     return tuple(out)
 
 
-def _chunk_range(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[range]:
-    return [range(s.start // c, -(-s.stop // c)) for s, c in zip(region, chunks)]
+def _overlaps(region: tuple[slice, ...], chunks: tuple[int, ...]
+              ) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]:
+    """``(chunk coords, part in the chunk, same part in the region)`` per chunk touched.
+
+    >>> [(c, [(s.start, s.stop) for s in r]) for c, _, r in _overlaps((slice(3, 9),), (4,))]
+    [((0,), [(0, 1)]), ((1,), [(1, 5)]), ((2,), [(5, 6)])]
+    """
+    ranges = [range(s.start // c, -(-s.stop // c)) for s, c in zip(region, chunks)]
+    for coords in itertools.product(*ranges):
+        lo = [c * n for c, n in zip(coords, chunks)]
+        yield (coords,
+               tuple(slice(max(s.start, a) - a, min(s.stop, a + n) - a)
+                     for s, a, n in zip(region, lo, chunks)),
+               tuple(slice(max(s.start, a) - s.start, min(s.stop, a + n) - s.start)
+                     for s, a, n in zip(region, lo, chunks)))
 
 
 def _chunk_path(direct: _Direct, coords: tuple[int, ...]) -> Path:
@@ -136,16 +151,9 @@ def read_region(array: zarr.Array, key: Any) -> np.ndarray:
     if region is None:
         return np.asarray(array[key])
     out = np.empty(tuple(s.stop - s.start for s in region), dtype=array.dtype)
-    ranges = _chunk_range(region, direct.chunks)
-    for index in np.ndindex(*(len(r) for r in ranges)):
-        coords = tuple(r[i] for r, i in zip(ranges, index))
-        lo = [c * n for c, n in zip(coords, direct.chunks)]
-        src = tuple(slice(max(s.start, a) - a, min(s.stop, a + n) - a)
-                    for s, a, n in zip(region, lo, direct.chunks))
-        dst = tuple(slice(max(s.start, a) - s.start, min(s.stop, a + n) - s.start)
-                    for s, a, n in zip(region, lo, direct.chunks))
+    for coords, in_chunk, in_region in _overlaps(region, direct.chunks):
         chunk = _decode(direct, coords)
-        out[dst] = direct.fill if chunk is None else chunk[src]
+        out[in_region] = direct.fill if chunk is None else chunk[in_chunk]
     return out
 
 
@@ -174,13 +182,8 @@ def write_region(array: zarr.Array, key: Any, data: np.ndarray) -> None:
             or data.shape != tuple(s.stop - s.start for s in region):
         array[key] = data
         return
-    ranges = _chunk_range(region, direct.chunks)
-    for index in np.ndindex(*(len(r) for r in ranges)):
-        coords = tuple(r[i] for r, i in zip(ranges, index))
-        lo = [c * n for c, n in zip(coords, direct.chunks)]
-        part = data[tuple(slice(a - s.start, min(a + n, s.stop) - s.start)
-                          for s, a, n in zip(region, lo, direct.chunks))]
-        _write_chunk(direct, coords, part)
+    for coords, _, in_region in _overlaps(region, direct.chunks):
+        _write_chunk(direct, coords, data[in_region])  # a whole chunk (or its edge part)
 
 
 def _whole_chunks(region: tuple[slice, ...], chunks: tuple[int, ...],
