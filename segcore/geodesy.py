@@ -342,8 +342,8 @@ def node_grid_pixel_areas(
     # copies of the per-cell terms (the same products and sums, so the same bits)
     for first, last in _runs(ws):
         width = int(ws[first])
-        block = out[:, cn[first]:cn[last]].view()
-        block.shape = (rn[-1], last - first, width)  # a view: raises rather than copy
+        block = out[:, cn[first]:cn[last]].reshape(rn[-1], last - first, width,
+                                                    copy=False)  # a view, or it raises
         du = np.arange(width, dtype=np.float64)
         np.multiply(slope[:, first:last, None], du, out=block)
         block += row_base[:, first:last, None]
