@@ -52,7 +52,8 @@ _remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)
 
 
 _SEEN: dict[str, set[str]] = {}
-_PASS_MODULES = ("pipeline.formats", "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
+_PASS_MODULES = ("pipeline.formats.geotiff", "pipeline.formats.nifti", "pipeline.formats.stac",
+                 "pipeline.formats.dicom", "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
                  "pipeline.streaming.centres", "pipeline.report.quicklook", "pipeline.io.cog")
 
 
