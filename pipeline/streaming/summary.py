@@ -10,6 +10,8 @@ weights each pixel by the format's ``sizes`` of that block.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,6 +21,20 @@ import zarr
 
 from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
+
+
+_SCRATCH = threading.local()
+
+
+def index_scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A reusable ``intp`` array of ``shape`` for this thread (bincount indices): a fresh
+    2 MB array per 512² tile costs its page faults every time. Valid until the
+    thread's next call."""
+    size = math.prod(shape)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH.buffer = np.empty(size, np.intp)
+    return buffer[:size].reshape(shape)
 
 
 class SizeUnit(str, Enum):
@@ -56,6 +72,9 @@ class ClassTotals:
 
     def add(self, labels: np.ndarray, sizes: np.ndarray) -> None:
         """Add a block ``(*block)`` of class ids with its per-pixel sizes (broadcastable)."""
+        if np.ndim(labels) == 2:
+            self.add_plane(labels, sizes)
+            return
         k = self.num_classes
         lab = np.minimum(labels, k).astype(np.intp)  # k: nodata and anything above
         counts = np.bincount(lab.ravel(), minlength=k + 1)
@@ -66,13 +85,47 @@ class ClassTotals:
             self.size += np.bincount(lab.ravel(), weights=sizes.ravel(), minlength=k + 1)[:k]
         elif sizes.size == 1 or sizes.min() == sizes.max():  # one size (voxels, no CRS)
             self.size += counts[:k] * float(sizes.flat[0])
-        elif lab.ndim == 2 and sizes.shape == (lab.shape[0], 1):  # one size per row
-            rows = np.arange(lab.shape[0], dtype=np.intp)[:, None] * (k + 1)
-            per_row = np.bincount((lab + rows).ravel(), minlength=lab.shape[0] * (k + 1))
-            self.size += sizes[:, 0] @ per_row.reshape(lab.shape[0], k + 1)[:, :k]
         else:
             weights = np.broadcast_to(sizes, labels.shape)
             self.size += np.bincount(lab.ravel(), weights=weights.ravel(), minlength=k + 1)[:k]
+
+    def add_plane(self, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Add a 2-D block ``(h, w)``; returns its per-row class counts ``(h, k + 1)``.
+
+        One ``bincount`` of ``row * (k + 1) + class`` gives the counts per row (column
+        ``k``: nodata and anything above), which the sizes are summed by as well: per row
+        for a size per row (geographic grids), per row then over the rows for a size per
+        pixel. The caller may reuse the table (the tile workers' segment boxes).
+
+        Examples
+        --------
+        >>> t = ClassTotals(2)
+        >>> t.add_plane(np.array([[0, 1], [1, 255]]), np.array([[1.0, 2.0], [3.0, 4.0]]))
+        array([[1, 1, 0],
+               [0, 1, 1]])
+        >>> t.pixels.tolist(), t.size.tolist(), t.nodata_pixels
+        ([1, 2], [1.0, 5.0], 1)
+        """
+        k = self.num_classes
+        h, w = np.shape(labels)
+        idx = index_scratch((h, w))
+        np.add(np.minimum(labels, k), (np.arange(h, dtype=np.intp) * (k + 1))[:, None], out=idx,
+               casting="unsafe")
+        flat = idx.ravel()
+        rows = np.bincount(flat, minlength=h * (k + 1)).reshape(h, k + 1)
+        counts = rows.sum(axis=0)
+        self.nodata_pixels += int(counts[k])
+        self.pixels += counts[:k]
+        sizes = np.asarray(sizes, dtype=np.float64)
+        if sizes.size == 1 or (sizes.shape != (h, w) and sizes.min() == sizes.max()):
+            self.size += counts[:k] * float(sizes.flat[0])  # one size (no CRS)
+        elif sizes.shape == (h, 1):  # one size per row
+            self.size += sizes[:, 0] @ rows[:, :k]
+        else:  # a size per pixel: summed per row, then over the rows
+            weights = (sizes if sizes.shape == (h, w) else np.broadcast_to(sizes, (h, w))).ravel()
+            per_row = np.bincount(flat, weights=weights, minlength=h * (k + 1))
+            self.size += per_row.reshape(h, k + 1)[:, :k].sum(axis=0)
+        return rows
 
     def merge(self, other: ClassTotals) -> ClassTotals:
         """Add ``other``'s counts into this one (in place); returns self."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.streaming.summary import BlockSizes, ClassTotals, SizeUnit
+from pipeline.streaming.summary import BlockSizes, ClassTotals, SizeUnit, index_scratch
 from segcore.panoptic.fusion import FusionStats
 
 
@@ -51,11 +51,44 @@ def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
     ([1, 2], [4.0, 8.0], [1, 2])
     """
     totals = ClassTotals(spec.num_classes, spec.unit)
-    totals.add(labels, spec.sizes(key))
+    origin = tuple(s.start for s in key)
+    if labels.ndim == 2 and labels.dtype.kind == "u" and valid.all():
+        rows = totals.add_plane(labels, spec.sizes(key))
+        stuff = _plane_stuff(spec, labels, rows, origin)
+        if stuff is not None:
+            return totals, stuff
+    else:
+        totals.add(labels, spec.sizes(key))
     stuff = FusionStats(ndim=labels.ndim, nodata=spec.nodata)
-    stuff.add(labels, np.zeros(labels.shape, np.uint8), valid,
-              offset=tuple(s.start for s in key))
+    stuff.add(labels, np.zeros(labels.shape, np.uint8), valid, offset=origin)
     return totals, stuff
+
+
+def _plane_stuff(spec: TileStatsSpec, labels: np.ndarray, rows: np.ndarray,
+                 origin: tuple[int, ...]) -> FusionStats | None:
+    """The stuff statistics of an all-valid 2-D core from its per-row class counts ``rows``
+    ``(h, k + 1)`` (:meth:`ClassTotals.add_plane`) and one more ``bincount`` for the
+    columns; None when a label other than nodata lies at or above ``k`` (the table lumps
+    those together; :meth:`FusionStats.add` counts them one by one)."""
+    k = spec.num_classes
+    above = int(rows[:, k].sum())
+    if above and above != np.count_nonzero(labels == spec.nodata):
+        return None
+    h, w = labels.shape
+    idx = index_scratch((h, w))  # the rows' indices are used up: add_plane returned
+    np.add(np.minimum(labels, k), np.arange(w, dtype=np.intp) * (k + 1), out=idx,
+           casting="unsafe")
+    cols = np.bincount(idx.ravel(), minlength=w * (k + 1)).reshape(w, k + 1)[:, :k] > 0
+    in_rows = rows[:, :k] > 0
+    counts = rows[:, :k].sum(axis=0)
+    seen = np.flatnonzero(counts)
+    lo = np.stack([in_rows.argmax(axis=0), cols.argmax(axis=0)], axis=1)[seen]
+    hi = np.stack([h - 1 - in_rows[::-1].argmax(axis=0), w - 1 - cols[::-1].argmax(axis=0)],
+                  axis=1)[seen]
+    stuff = FusionStats(ndim=2, nodata=spec.nodata)
+    stuff.add_boxes(seen.astype(np.uint64), counts[seen], lo + np.asarray(origin),
+                    hi + np.asarray(origin))
+    return stuff
 
 
 def merge_tiles(parts: Sequence[tuple[tuple[int, ...], ClassTotals, FusionStats]],

@@ -249,6 +249,27 @@ class FusionStats:
         coords = np.stack(np.unravel_index(flat, sem.shape), axis=1).astype(np.int64) + origin
         self._absorb(keys, np.ones(keys.size, np.int64), coords, coords)
 
+    def add_boxes(self, keys: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Add statistics counted elsewhere: ``keys`` (P,) pair keys ``instance << 16 | class``,
+        ``counts`` (P,) pixels, ``lo`` / ``hi`` (P, ndim) global inclusive box corners.
+
+        Examples
+        --------
+        >>> s = FusionStats(ndim=2)
+        >>> s.add_boxes(np.array([3]), np.array([4]), np.array([[0, 1]]), np.array([[1, 2]]))
+        >>> s.keys.tolist(), s.counts.tolist(), s.lo.tolist(), s.hi.tolist()
+        ([3], [4], [[0, 1]], [[1, 2]])
+        """
+        keys = np.asarray(keys, np.uint64)
+        counts = np.asarray(counts, np.int64)
+        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+        if counts.shape != keys.shape or lo.shape != (keys.size, self.ndim) or hi.shape != lo.shape:
+            raise ConfigError(
+                f"add_boxes: expected keys and counts of one shape (P,) and lo, hi of shape "
+                f"(P, {self.ndim}), received {keys.shape}, {counts.shape}, {lo.shape}, {hi.shape}"
+            )
+        self._absorb(keys, counts, lo, hi)
+
     def merge(self, other: FusionStats) -> FusionStats:
         """Add another accumulator's statistics into this one; returns ``self``."""
         if other.ndim != self.ndim or other.nodata != self.nodata:

@@ -15,8 +15,8 @@ from pipeline.run import Workspace, run_scene
 from pipeline.store import SEMANTIC, VALID, open_store, semantic_dtype
 from pipeline.streaming.panoptic import fusion_stats
 from pipeline.streaming.tile_stats import TileStatsSpec, count_core, merge_tiles
-from pipeline.streaming.summary import SizeUnit
-from segcore.panoptic.fusion import decide, segments_table
+from pipeline.streaming.summary import ClassTotals, SizeUnit
+from segcore.panoptic.fusion import FusionStats, decide, segments_table
 
 
 def _scene(path) -> Scene:
@@ -95,3 +95,62 @@ def test_merge_order_does_not_change_totals():
     assert forward[0].size.tobytes() == backward[0].size.tobytes()
     assert forward[0].pixels.tolist() == backward[0].pixels.tolist()
     assert forward[1].counts.tolist() == backward[1].counts.tolist()
+
+
+def _reference(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray, key, sizes):
+    """Counts by the general paths: one flat bincount, and FusionStats.add pixel by pixel."""
+    k = spec.num_classes
+    lab = np.minimum(labels, k).astype(np.intp).ravel()
+    pixels = np.bincount(lab, minlength=k + 1)
+    size = np.bincount(lab, weights=np.broadcast_to(sizes, labels.shape).ravel(),
+                       minlength=k + 1)[:k]
+    stuff = FusionStats(ndim=2, nodata=spec.nodata)
+    stuff.add(labels, np.zeros(labels.shape, np.uint8), valid,
+              offset=tuple(s.start for s in key))
+    return pixels, size, stuff
+
+
+@pytest.mark.parametrize("dtype, nodata", [(np.uint8, 255), (np.uint16, 65535)])
+@pytest.mark.parametrize("sizes", ["pixel", "row", "one"])
+@pytest.mark.parametrize("case", ["dense", "few", "stray", "invalid", "empty"])
+def test_plane_counts_equal_the_general_paths(dtype, nodata, sizes, case):
+    """The all-valid 2-D fast path (one table per row and one per column) counts what the
+    general paths count; a stray label above the classes or an invalid pixel takes the
+    general path."""
+    rng = np.random.default_rng(hash((sizes, case)) % 2**32)
+    k, shape, key = 6, (37, 53), (slice(100, 137), slice(40, 93))
+    labels = rng.integers(0, k, shape).astype(dtype)
+    if case == "few":  # two classes in opposite corners, nodata elsewhere
+        labels[:] = nodata
+        labels[3:9, 5:11], labels[30:, 40:] = 2, 5
+    elif case == "stray":
+        labels[4, 7] = k + 3  # neither a class nor nodata
+    elif case == "empty":
+        labels[:] = nodata
+    valid = np.ones(shape, bool)
+    if case == "invalid":
+        valid[:, :4] = False
+        labels[:, :4] = nodata
+    per = {"pixel": rng.random(shape) * 50 + 100, "row": rng.random((shape[0], 1)) * 50 + 100,
+           "one": np.float64(100.0)}[sizes]
+    spec = TileStatsSpec(k, SizeUnit.AREA_M2, lambda _: per, nodata)
+    totals, stuff = count_core(spec, labels, valid, key)
+    pixels, size, expected = _reference(spec, labels, valid, key, per)
+    assert totals.pixels.tolist() == pixels[:k].tolist()
+    assert totals.nodata_pixels == pixels[k]
+    np.testing.assert_allclose(totals.size, size, rtol=1e-12)
+    for name in ("keys", "counts", "lo", "hi"):
+        assert getattr(stuff, name).tolist() == getattr(expected, name).tolist(), name
+
+
+def test_tile_totals_are_the_block_totals_bit_for_bit():
+    """count_core and the block pass (ClassTotals.add) sum sizes the same way."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 4, (64, 64)).astype(np.uint8)
+    per = rng.random((64, 64)) * 1e3
+    spec = TileStatsSpec(4, SizeUnit.AREA_M2, lambda _: per, 255)
+    totals, _ = count_core(spec, labels, np.ones(labels.shape, bool),
+                           (slice(0, 64), slice(0, 64)))
+    block = ClassTotals(4)
+    block.add(labels, per)
+    assert totals.size.tobytes() == block.size.tobytes()
