@@ -35,6 +35,10 @@ OFFSETS = "instance_offsets"  # (ndim, *S) float32 pixel-to-centre vectors of th
 INSTANCE = "instance"
 PANOPTIC = "panoptic"
 _COMPRESSORS = (ZstdCodec(level=3),)
+# The image is a working copy of the input, written once and read once per tile: zstd
+# level 1 encodes a 3 x 512² chunk of imagery 1.3-6x faster than level 3 (1.8 against
+# 2.4 ms on noise-like bands, 0.9 against 5.5 ms on smooth ones) for 3-30 % more bytes.
+_IMAGE_COMPRESSORS = (ZstdCodec(level=1),)
 
 
 def semantic_dtype(num_classes: int) -> tuple[np.dtype, int]:
@@ -62,7 +66,7 @@ def create_store(
     chunk = tuple(min(image_chunk, n) for n in shape)
     group.create_array(
         IMAGE, shape=(bands, *shape), chunks=(bands, *chunk), dtype=dtype,
-        compressors=_COMPRESSORS, fill_value=0,
+        compressors=_IMAGE_COMPRESSORS, fill_value=0,
     )
     group.create_array(
         VALID, shape=shape, chunks=chunk, dtype="bool", compressors=_COMPRESSORS,
