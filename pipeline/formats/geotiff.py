@@ -97,8 +97,11 @@ def copy_bands(info: RasterInfo, store_path: Path, *, bands: list[int], image_ch
     group = create_store(store_path, bands=len(bands), shape=info.shape, dtype=info.dtype,
                          image_chunk=image_chunk, attrs=attrs)
     keys = list(iter_blocks(info.shape, (image_chunk * 2, image_chunk * 2)))
-    parts = blocks.map(_copy_block, keys, str(info.path), list(bands), group[IMAGE],
-                       group[VALID], preview_step, label="ingest")
+    # one reader per group of blocks, not per block: each group (thread or task) gets its
+    # own copy, which reopens the file (opening and validating it cost about 8 ms a block)
+    with GeoTiffReader(Path(info.path), bands=list(bands)) as reader:
+        parts = blocks.map(_copy_block, keys, reader, group[IMAGE], group[VALID],
+                           preview_step, label="ingest")
     if preview_step is None:
         return None
     h, w = (-(-n // preview_step) for n in info.shape)
@@ -106,17 +109,16 @@ def copy_bands(info: RasterInfo, store_path: Path, *, bands: list[int], image_ch
             assemble([p[1] for p in parts], (h, w), np.dtype(bool)))
 
 
-def _copy_block(key: tuple[slice, slice], path: str, bands: list[int], image: zarr.Array,
+def _copy_block(key: tuple[slice, slice], reader: GeoTiffReader, image: zarr.Array,
                 valid: zarr.Array, preview_step: int | None = None) -> tuple | None:
     rows, cols = key
     try:
-        with GeoTiffReader(Path(path), bands=bands) as reader:
-            pixels, mask = reader.read_with_valid((rows, cols))
+        pixels, mask = reader.read_with_valid((rows, cols))
     except InputError:
         raise
     except Exception as exc:  # a corrupt block deep inside a valid header
         raise InputError(
-            path,
+            reader.info.path,
             f"cannot read pixels at rows {rows.start}-{rows.stop}, "
             f"cols {cols.start}-{cols.stop}: {_first_cause(exc)}",
         ) from exc

@@ -72,6 +72,7 @@ from pipeline.report.quicklook import (
     write_quicklooks,
 )
 from pipeline.resolution import warn_resolution
+from pipeline.storage.chunk_io import write_region
 from pipeline.storage.location import parse_location
 from pipeline.store import (
     IMAGE,
@@ -173,8 +174,8 @@ def _copy_block(key: tuple[slice, slice], bands: BandGrid, image: zarr.Array,
     rows, cols = key
     with StacRasterReader(bands) as reader:
         pixels, mask = reader.read_with_valid((rows, cols))
-    image[:, rows, cols] = pixels
-    valid[rows, cols] = mask
+    write_region(image, (slice(None), rows, cols), pixels)
+    write_region(valid, (rows, cols), mask)
     if preview_step is None:
         return None
     start = (rows.start, cols.start)
