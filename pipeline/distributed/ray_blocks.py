@@ -6,11 +6,11 @@ round-robin over the nodes (``SPREAD``) and at most one per cluster CPU is in fl
 so the driver never queues a whole scene of work and memory stays bounded by the
 blocks in flight. Only the tasks' small results come back.
 
-On a runtime this process started itself (one node: this machine) the ingest pass
-runs in threads of this process instead (``local``, :data:`LOCAL_PASSES`): it is
-GDAL decoding and Zarr compression, which release the GIL, and threads skip what a
-task pays on a fresh worker (importing the readers, opening the input) while the
-model actors load on the same cores. Measured at 8192² with the near-free model
+On a runtime this process started itself (one node: this machine) the ingest and
+quicklook passes run in threads of this process instead (``local``,
+:data:`LOCAL_PASSES`): they are GDAL decoding and Zarr (de)compression, which release
+the GIL, and threads skip what a task pays on a fresh worker (importing the readers,
+opening the input) while the model actors load, or the export runs, on the same cores. Measured at 8192² with the near-free model
 (``bench/machinery.py``, 2 cores, two runs each): ingest 2.0-2.2 s in threads against
 3.2-4.4 s as tasks on the first scene. The passes after inference stay tasks: their Python parts hold the
 GIL, so threads would not scale with a workstation's cores.
@@ -36,7 +36,7 @@ R = TypeVar("R")
 _TASKS_PER_CPU = 3  # groups per CPU: small enough to balance, large enough to amortise
 _DRAIN_S = 600.0  # how long a failed pass waits for its other tasks before it raises
 # Passes a local runtime runs in this process's threads (see the module docstring).
-LOCAL_PASSES = frozenset({"ingest"})
+LOCAL_PASSES = frozenset({"ingest", "quicklook"})
 
 
 def _run_group(fn: Callable[..., Any], items: list[Any], *shared: Any) -> tuple[str, list[Any]]:

@@ -11,6 +11,7 @@ stage knows which format it runs.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class SceneState:
     # report gives the plan's figures, summary and outputs; nothing else is rewritten
     previous: SceneReport | None = None
     exports: dict[str, str] = field(default_factory=dict)
+    quicklooks: dict[str, str] | None = None  # written beside the export (stage_export)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     blocks: BlockMap = serial  # where block passes run (the pool's: Ray tasks or threads)
@@ -445,15 +447,34 @@ def _label_metrics(state: SceneState, labels: Path) -> SceneMetrics | MetricsErr
 
 
 def stage_export(state: SceneState) -> None:
-    """Exports of the label arrays on the input's own grid (the format decides how)."""
+    """Exports of the label arrays on the input's own grid (the format decides how).
+
+    The quicklooks are drawn in a thread of this process meanwhile: the export's COG
+    copy leaves cores idle while it builds overviews, and the quicklooks are small
+    arrays (strided reads, a few PNGs) that fill them. ``stage_report`` uses them.
+    """
     start = time.perf_counter()
     _, nodata = semantic_dtype(state.bundle.spec.num_classes)
-    with local_dir(state.workspace.partial) as out_dir:  # uploaded when out is s3://
-        state.exports = state.format.export(state.group(), state.label_names, state.scene,
-                                            out_dir,
-                                            {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0},
-                                            blocks=state.blocks)
+    with ThreadPoolExecutor(1, thread_name_prefix="segpipe-quicklooks") as side:
+        looks = side.submit(_quicklooks, state) if state.previous is None else None
+        with local_dir(state.workspace.partial) as out_dir:  # uploaded when out is s3://
+            state.exports = state.format.export(state.group(), state.label_names, state.scene,
+                                                out_dir,
+                                                {SEMANTIC: nodata, INSTANCE: 0, PANOPTIC: 0},
+                                                blocks=state.blocks)
+    # (a failed export raises above, once the quicklooks have finished)
+    if looks is not None:
+        state.quicklooks = looks.result()
     state.timings["export"] = time.perf_counter() - start
+
+
+def _quicklooks(state: SceneState) -> dict[str, str]:
+    """Write the scene's quicklook PNGs; their names by kind."""
+    group = state.group()
+    with local_dir(state.workspace.partial) as out_dir:  # uploaded when out is s3://
+        return state.format.quicklooks(group, group[SEMANTIC], state.scene,
+                                       colors=state.bundle.spec.colors, out_dir=out_dir,
+                                       options=state.options, blocks=state.blocks)
 
 
 def _tile_counts(state: SceneState) -> TileCounts:
@@ -494,11 +515,7 @@ def stage_report(state: SceneState) -> SceneReport:
         outputs = dict(state.previous.outputs)
         images = dict(outputs.get("quicklooks") or {})
     else:
-        group = state.group()
-        with local_dir(ws.partial) as out_dir:  # uploaded when out is s3://
-            images = state.format.quicklooks(group, group[SEMANTIC], state.scene,
-                                             colors=spec.colors, out_dir=out_dir,
-                                             options=state.options, blocks=state.blocks)
+        images = state.quicklooks if state.quicklooks is not None else _quicklooks(state)
         outputs = {**state.exports, "zarr": "scene.zarr", "segments": "segments.json",
                    "quicklooks": images}
     report = build_report(state, outputs)

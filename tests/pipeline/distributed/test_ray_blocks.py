@@ -98,9 +98,10 @@ def test_a_local_runtime_ingests_in_this_process_and_runs_the_rest_as_tasks(ray_
     from pipeline.blockmap import ThreadBlocks
     from pipeline.distributed.ray_blocks import LOCAL_PASSES
 
-    assert LOCAL_PASSES == {"ingest"}
+    assert LOCAL_PASSES == {"ingest", "quicklook"}
     blocks = RayBlocks(local=ThreadBlocks(2))
     assert set(blocks.map(_pid, range(12), label="ingest")) == {os.getpid()}
+    assert set(blocks.map(_pid, range(12), label="quicklook")) == {os.getpid()}
     assert os.getpid() not in set(blocks.map(_pid, range(12), label="fusion"))  # Ray workers
     assert len(blocks.nodes["ingest"]) == 1 and blocks.nodes["ingest"] == blocks.nodes["fusion"]
     with pytest.raises(InputError, match="cannot read block 5"):  # errors as themselves too
