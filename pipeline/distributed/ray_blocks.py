@@ -10,10 +10,11 @@ On a runtime this process started itself (one node: this machine) the ingest and
 quicklook passes run in threads of this process instead (``local``,
 :data:`LOCAL_PASSES`): they are GDAL decoding and Zarr (de)compression, which release
 the GIL, and threads skip what a task pays on a fresh worker (importing the readers,
-opening the input) while the model actors load, or the export runs, on the same cores. Measured at 8192² with the near-free model
-(``bench/machinery.py``, 2 cores, two runs each): ingest 2.0-2.2 s in threads against
-3.2-4.4 s as tasks on the first scene. The passes after inference stay tasks: their Python parts hold the
-GIL, so threads would not scale with a workstation's cores.
+opening the input) while the model actors load, or the export runs, on the same
+cores. Measured at 8192² with the near-free model (``bench/machinery.py``, 2 cores,
+two runs each): ingest 2.0-2.2 s in threads against 3.2-4.4 s as tasks on the first
+scene. The other passes stay tasks: their Python parts hold the GIL, so threads
+would not scale with a workstation's cores.
 
 Tasks reserve no CPU of their own (``num_cpus=0``): the model actors hold the cluster's
 CPUs for the whole run while they are idle between inference passes, and a task
@@ -52,8 +53,9 @@ _remote_group = ray.remote(num_cpus=0, max_retries=2)(_run_group)
 
 
 _SEEN: dict[str, set[str]] = {}
-_PASS_MODULES = ("pipeline.formats.geotiff", "pipeline.formats.nifti", "pipeline.formats.stac",
-                 "pipeline.formats.dicom", "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
+_PASS_MODULES = ("pipeline.formats.geotiff", "pipeline.formats.nifti",
+                 "pipeline.formats.stac", "pipeline.formats.dicom",
+                 "pipeline.streaming.panoptic", "pipeline.streaming.metrics",
                  "pipeline.streaming.centres", "pipeline.report.quicklook", "pipeline.io.cog")
 
 
