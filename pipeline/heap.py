@@ -11,8 +11,8 @@ Trimming is not free: every page it returns is faulted in again by the next tile
 arrays. Trimming after every batch of 512² tiles cost a tile worker about 1,500 page
 faults and 4-5 ms of CPU a tile (17 against 12 ms, measured with the near-free model
 of ``bench/machinery.py``). So the heap is trimmed only once the resident memory has
-grown :data:`TRIM_SLACK_BYTES` (128 MiB) past what it was after the last trim: memory stays flat
-(bounded by that slack), and a worker whose memory does not grow never trims.
+grown :data:`TRIM_SLACK_BYTES` (256 MiB) past what it was after the last trim: memory
+stays flat (bounded by that slack), and a worker whose memory does not grow never trims.
 """
 
 from __future__ import annotations
