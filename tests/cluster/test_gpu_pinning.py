@@ -12,9 +12,16 @@ import pytest
 from tests.cluster import run_script
 
 
-@pytest.mark.timeout(150)
-def test_one_actor_per_fake_gpu_each_pinned(tmp_path):
-    result = run_script("gpu_pinning.py", tmp_path, "1", timeout=120)
+@pytest.fixture(scope="module")
+def pinned(tmp_path_factory):
+    """Both GPU shares, one after the other, in one fake-GPU Ray runtime."""
+    return run_script("gpu_pinning.py", tmp_path_factory.mktemp("pinning"), "1", "0.5",
+                      timeout=200)
+
+
+@pytest.mark.timeout(250)
+def test_one_actor_per_fake_gpu_each_pinned(pinned):
+    result = pinned["1"]
     actors = result["actors"]
     assert result["workers"] == len(actors) == 2  # default: one actor per GPU
     assert sorted(a["cuda_visible_devices"] for a in actors) == ["0", "1"]
@@ -24,9 +31,9 @@ def test_one_actor_per_fake_gpu_each_pinned(tmp_path):
     assert tiles["total"] == tiles["computed"] == 6
 
 
-@pytest.mark.timeout(150)
-def test_half_gpu_actors_two_per_fake_gpu(tmp_path):
-    result = run_script("gpu_pinning.py", tmp_path, "0.5", timeout=120)
+@pytest.mark.timeout(250)
+def test_half_gpu_actors_two_per_fake_gpu(pinned):
+    result = pinned["0.5"]
     actors = result["actors"]
     # 2 GPUs / 0.5 = 4 actors; on 2 CPUs that fits only because a half-GPU actor
     # reserves half a CPU (placement.default_cpus_per_worker)
