@@ -61,7 +61,7 @@ def test_direct_writes_leave_the_bytes_zarr_writes(tmp_path, dtype):
     np.testing.assert_array_equal(ours[...], data)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(dtype=st.sampled_from(DTYPES), r0=st.integers(0, 25), c0=st.integers(0, 28),
        h=st.integers(1, 26), w=st.integers(1, 29), seed=st.integers(0, 2**16))
 def test_any_region_reads_as_zarr_reads_it(tmp_path_factory, dtype, r0, c0, h, w, seed):
@@ -78,7 +78,7 @@ def test_any_region_reads_as_zarr_reads_it(tmp_path_factory, dtype, r0, c0, h, w
     assert read_region(a, key).dtype == a.dtype
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(r0=st.integers(0, 25), c0=st.integers(0, 28), h=st.integers(1, 26), w=st.integers(1, 29),
        seed=st.integers(0, 2**16))
 def test_any_region_writes_as_zarr_writes_it(tmp_path_factory, r0, c0, h, w, seed):

@@ -82,7 +82,7 @@ class NiftiCase:
     ndim: int = 3
     shape: tuple[int, ...] = (44, 40, 30)
     suffix: str = ".nii.gz"
-    tile: int = 16
+    tile: int = 24
 
     def write(self, path: Path, data: np.ndarray) -> Path:
         affine = np.diag([-1.5, -1.25, 2.5, 1.0])

@@ -230,7 +230,7 @@ class DicomCase:
     shape: tuple[int, ...] = (44, 40, 30)  # (columns, rows, slices)
     suffix: str = ".dcm"
     export_suffix: str = ".nii.gz"
-    tile: int = 16
+    tile: int = 24
     geometry: Geometry = Geometry(pixel_spacing=(1.25, 1.5), slice_spacing=2.5)
 
     def write(self, path: Path, data: np.ndarray) -> Path:
