@@ -147,11 +147,32 @@ def segpipe(*args: object) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
+def _run_on_ray(bundle: Path, volume: Path, out: Path, tile: int) -> None:
+    """The run a Ray executor makes (model actors, block passes as Ray tasks), in this
+    process on the test session's runtime: a CLI run would start a runtime of its own."""
+    from pipeline.formats import FORMATS
+    from pipeline.inference.pool import PoolConfig, WorkerPool
+    from pipeline.options import RunOptions
+    from pipeline.run import Workspace, run_scene
+
+    model = load_bundle(bundle)
+    pool = WorkerPool(str(model.path), PoolConfig(workers=1, batch_size=2))
+    try:
+        assert type(pool.blocks).__name__ == "RayBlocks"  # the passes are Ray tasks
+        ws = Workspace(FORMATS["nifti"].scene(volume), out)
+        run_scene(ws, model, RunOptions(tile=tile), pool)
+    finally:
+        pool.shutdown()
+
+
 def _run_and_compare(bundle: Path, volume: Path, out: Path, *extra: str,
                      executor: str = "local") -> float:
-    proc = segpipe("run", volume, "--model", bundle, "--out", out, "--executor", executor,
-                   *extra)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if executor == "ray":
+        _run_on_ray(bundle, volume, out, int(extra[extra.index("--tile") + 1]))
+    else:
+        proc = segpipe("run", volume, "--model", bundle, "--out", out, "--executor", executor,
+                       *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     [semantic] = list(out.rglob("semantic.nii.gz"))
     got = np.asarray(nib.load(str(semantic)).dataobj)
     want = monai_labels(bundle, volume)
@@ -184,11 +205,13 @@ def test_ct_bundle_matches_monai_on_lps_anisotropic_volume(tmp_path):
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-def test_normalize_intensity_bundle_uses_scene_statistics(tmp_path, executor):
+def test_normalize_intensity_bundle_uses_scene_statistics(tmp_path, executor, request):
     """NormalizeIntensityd(nonzero, channel_wise) on a 2-channel volume with zero voxels,
     model orientation LPS, stored PLS-like (permuted axes) and tiled in several windows:
     every window uses the whole scene's statistics (on Ray: computed by a block pass on
     the cluster and sent to the model actors with the tiles)."""
+    if executor == "ray":
+        request.getfixturevalue("ray_session")
     bundle = write_bundle(tmp_path / "mr_bundle", channels=2, preprocessing=_MR_PREPROCESSING,
                           seed=5)
     shape = (30, 28, 18)
