@@ -238,6 +238,39 @@ def test_the_bundles_input_bands_may_be_names_and_ingest_resamples_them(tmp_path
     assert group.attrs["stac"]["item"] == "named"
 
 
+def test_item_json_names_the_label_cogs_before_the_export_has_written_them(tmp_path,
+                                                                           demo_bundle):
+    """The quicklooks (which write item.json) run beside the COG export: the Item lists
+    every label array's COG whether or not the export has finished writing it yet."""
+    from dataclasses import replace
+
+    from pipeline.bundle import InputSpec
+    from pipeline.formats.stac import STAC
+    from pipeline.options import RunOptions
+    from pipeline.store import SEMANTIC, create_label_array, open_store
+
+    path, _ = _item(tmp_path, "early", seed=4)
+    spec = demo_bundle.spec
+    named = InputSpec(**{**spec.input.model_dump(), "bands": ["nir", "red", "green"]})
+    bundle = replace(demo_bundle, spec=spec.model_copy(update={"input": named}))
+    scene = STAC.ingest(STAC.open(path), tmp_path / "scene.zarr", bundle=bundle,
+                        options=RunOptions(image_chunk=32), attrs={"scene_id": "early"},
+                        copy=True)
+    group = open_store(tmp_path / "scene.zarr", mode="r+")
+    semantic = create_label_array(group, SEMANTIC, dtype=np.dtype("uint8"), fill_value=255,
+                                  chunks=(32, 32))
+    semantic[:] = 1
+    out = tmp_path / "out"
+    out.mkdir()
+    STAC.quicklooks(group, semantic, scene, colors=spec.colors, out_dir=out,
+                    options=RunOptions())
+    assert not (out / "semantic.tif").exists()  # the export has not written it yet
+    item = pystac.Item.from_dict(json.loads((out / "item.json").read_text()))
+    assert item.assets["semantic"].href == "./semantic.tif"
+    assert item.assets["semantic"].roles == ["data"]
+    assert "instance" not in item.assets  # a semantic-only store: no instance COG
+
+
 def test_band_names_on_a_geotiff_are_refused_in_one_line(tmp_path):
     from pipeline.formats.geotiff import check_bands
     from pipeline.io.geotiff import open_raster
