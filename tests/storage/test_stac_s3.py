@@ -55,6 +55,10 @@ def test_an_item_in_a_bucket_runs_as_a_local_one(bucket, tmp_path):  # noqa: F81
     item = json.loads(objects.get_bytes(out / "remote" / "item.json"))
     (source,) = [link for link in item["links"] if link["rel"] == "derived_from"]
     assert source["href"] == str(prefix / "remote.json")
+    local_item = json.loads((tmp_path / "local" / "remote" / "item.json").read_text())
+    assert set(item["assets"]) == set(local_item["assets"])  # the label COGs included
+    assert item["assets"]["semantic"]["href"] == "./semantic.tif"
+    assert objects.exists(out / "remote" / "semantic.tif")
     catalog = json.loads(objects.get_bytes(out / "catalog.json"))
     assert [link["href"] for link in catalog["links"] if link["rel"] == "item"] == [
         "./remote/item.json"]
