@@ -214,21 +214,29 @@ def _read_cog(path: Path) -> tuple[tuple, np.ndarray]:
         return ((src.height, src.width), tuple(src.transform)[:6]), src.read(1)
 
 
-def test_the_bundles_input_bands_may_be_names_and_ingest_resamples_them(tmp_path, demo_bundle):
+def _ingest_named(tmp_path: Path, demo_bundle, stem: str, seed: int):
+    """``_item``'s Item ingested into ``tmp_path/scene.zarr`` for the demo model with its
+    input bands named (nir, red, green); returns the ingested scene and the band data."""
     from dataclasses import replace
 
     from pipeline.bundle import InputSpec
     from pipeline.formats.stac import STAC
     from pipeline.options import RunOptions
-    from pipeline.store import IMAGE, VALID, open_store
 
-    path, data = _item(tmp_path, "named", seed=3)
+    path, data = _item(tmp_path, stem, seed=seed)
     spec = demo_bundle.spec
     named = InputSpec(**{**spec.input.model_dump(), "bands": ["nir", "red", "green"]})
     bundle = replace(demo_bundle, spec=spec.model_copy(update={"input": named}))
     scene = STAC.ingest(STAC.open(path), tmp_path / "scene.zarr", bundle=bundle,
-                        options=RunOptions(image_chunk=32), attrs={"scene_id": "named"},
+                        options=RunOptions(image_chunk=32), attrs={"scene_id": stem},
                         copy=True)
+    return scene, data
+
+
+def test_the_bundles_input_bands_may_be_names_and_ingest_resamples_them(tmp_path, demo_bundle):
+    from pipeline.store import IMAGE, VALID, open_store
+
+    scene, data = _ingest_named(tmp_path, demo_bundle, "named", seed=3)
     assert scene.bands == ("nir", "red", "green") and scene.resampled == ("nir",)
     group = open_store(tmp_path / "scene.zarr")
     image = group[IMAGE][:]
@@ -242,20 +250,12 @@ def test_item_json_names_the_label_cogs_before_the_export_has_written_them(tmp_p
                                                                            demo_bundle):
     """The quicklooks (which write item.json) run beside the COG export: the Item lists
     every label array's COG whether or not the export has finished writing it yet."""
-    from dataclasses import replace
-
-    from pipeline.bundle import InputSpec
     from pipeline.formats.stac import STAC
     from pipeline.options import RunOptions
     from pipeline.store import SEMANTIC, create_label_array, open_store
 
-    path, _ = _item(tmp_path, "early", seed=4)
+    scene, _ = _ingest_named(tmp_path, demo_bundle, "early", seed=4)
     spec = demo_bundle.spec
-    named = InputSpec(**{**spec.input.model_dump(), "bands": ["nir", "red", "green"]})
-    bundle = replace(demo_bundle, spec=spec.model_copy(update={"input": named}))
-    scene = STAC.ingest(STAC.open(path), tmp_path / "scene.zarr", bundle=bundle,
-                        options=RunOptions(image_chunk=32), attrs={"scene_id": "early"},
-                        copy=True)
     group = open_store(tmp_path / "scene.zarr", mode="r+")
     semantic = create_label_array(group, SEMANTIC, dtype=np.dtype("uint8"), fill_value=255,
                                   chunks=(32, 32))
