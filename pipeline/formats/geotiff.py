@@ -255,10 +255,19 @@ def ground_areas(info: RasterInfo) -> GroundAreas:
                        info.linear_unit_m)
 
 
+def cog_file(name: str) -> str:
+    """File name of the COG a label array is exported to (``item.json`` names it too).
+
+    >>> cog_file("semantic")
+    'semantic.tif'
+    """
+    return f"{name}.tif"
+
+
 def _export_cog(name: str, group: zarr.Group, info: RasterInfo, out_dir: Path,
                 nodata: dict[str, int]) -> str:
     array = group[name]
-    dst = Path(out_dir) / f"{name}.tif"
+    dst = Path(out_dir) / cog_file(name)
     write_cog(dst, Regions(array), info=info, dtype=str(array.dtype), nodata=nodata.get(name))
     return dst.name
 

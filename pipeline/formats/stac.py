@@ -40,7 +40,7 @@ from pipeline.formats.base import (
     scene_id_for,
     visible_files,
 )
-from pipeline.formats.geotiff import GeoTiffFormat
+from pipeline.formats.geotiff import GeoTiffFormat, cog_file
 from pipeline.io.geotiff import RasterInfo
 from pipeline.io.stac_items import (
     default_band_names,
@@ -312,15 +312,16 @@ class StacFormat(GeoTiffFormat):
                    options: RunOptions, blocks: BlockMap = serial) -> dict[str, str]:
         """The quicklooks, then ``item.json`` describing every output of the scene.
 
-        The label COGs are named by the arrays the run exports (one ``<name>.tif`` per
-        label array of the store), not looked for on disk: the export writes them while
+        The label COGs are named by the arrays the run exports
+        (:func:`~pipeline.formats.geotiff.cog_file` of each label array of the store),
+        not looked for on disk: the export writes them while
         this runs (``stage_export``), and a scene whose export fails is not published.
         """
         images = write_quicklooks(group, semantic, colors, out_dir, options.quicklook_size,
                                   blocks=blocks, preview=ingested.preview)
         _, semantic_nodata = semantic_dtype(ingested.num_classes)
         nodata = {SEMANTIC: semantic_nodata, INSTANCE: 0, PANOPTIC: 0}
-        labels = {name: (f"{name}.tif", str(group[name].dtype), nodata[name])
+        labels = {name: (cog_file(name), str(group[name].dtype), nodata[name])
                   for name in (SEMANTIC, INSTANCE, PANOPTIC) if name in group}
         item = derived_item(ingested.derived, ingested.info, labels=labels, quicklooks=images)
         write_json_atomic(Path(out_dir) / ITEM, item_document(item))
