@@ -109,11 +109,26 @@ def rgb_preview(group: zarr.Group, step: int, blocks: BlockMap = serial, *,
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, int]],
             alpha: float = 0.45) -> np.ndarray:
-    """Blend class colours over ``rgb``; label values outside the table stay as they are."""
-    table = np.asarray(colors, dtype=np.float32)
-    known = labels < len(colors)
-    out = rgb.astype(np.float32)
-    out[known] = (1 - alpha) * out[known] + alpha * table[labels[known].astype(np.int64)]
+    """Blend class colours over ``rgb``; label values outside the table stay as they are.
+
+    One lookup per pixel in two small tables (the scene's weight and the colour's share
+    per label value), not a masked copy per class.
+
+    Examples
+    --------
+    >>> rgb = np.full((1, 3, 3), 100, np.uint8)
+    >>> overlay(rgb, np.array([[0, 1, 7]]), [(255, 0, 0), (0, 0, 255)])[0].tolist()
+    [[169, 55, 55], [55, 55, 169], [100, 100, 100]]
+    """
+    table = np.asarray(colors, dtype=np.float32).reshape(-1, 3)
+    n = len(table)
+    keep = np.ones(n + 1, dtype=np.float32)  # the last row: a value outside the table
+    keep[:n] = 1 - alpha
+    share = np.zeros((n + 1, 3), dtype=np.float32)
+    share[:n] = alpha * table
+    index = np.where((labels >= 0) & (labels < n), labels, n).astype(np.intp, copy=False)
+    out = rgb * keep[index][..., None]  # float32, as (1 - alpha) * rgb
+    out += share[index]
     return out.astype(np.uint8)
 
 
