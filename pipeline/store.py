@@ -68,9 +68,12 @@ def create_store(
         IMAGE, shape=(bands, *shape), chunks=(bands, *chunk), dtype=dtype,
         compressors=_IMAGE_COMPRESSORS, fill_value=0,
     )
+    # fill True: an all-valid chunk (most of a scene) is not written, and a tile that
+    # reads it gets the fill without a file (every ingest writes its whole mask; a store
+    # whose ingest did not finish is never used, pipeline.run.resume)
     group.create_array(
         VALID, shape=shape, chunks=chunk, dtype="bool", compressors=_COMPRESSORS,
-        fill_value=False,
+        fill_value=True,
     )
     group.attrs.update(attrs)
     return group

@@ -139,10 +139,15 @@ def test_a_scene_store_takes_the_direct_path_and_reopens_unchanged(tmp_path):
     image = rng.integers(0, 4000, (3, 1000, 700)).astype(np.uint16)
     write_region(group["image"], (slice(None), slice(0, 1000), slice(0, 700)), image)
     write_region(group["valid"], (slice(512, 1000), slice(512, 700)),
-                 np.ones((488, 188), bool))
+                 np.zeros((488, 188), bool))
+    write_region(group["valid"], (slice(0, 512), slice(0, 512)), np.ones((512, 512), bool))
     again = open_store(tmp_path / "scene.zarr")
     np.testing.assert_array_equal(again["image"][...], image)
-    assert again["valid"][512:, 512:].all() and not again["valid"][:512].any()
+    assert not again["valid"][512:, 512:].any() and again["valid"][:512].all()
+    # the mask's fill is "valid": an all-valid chunk is not stored at all
+    stored = sorted(p.relative_to(tmp_path / "scene.zarr" / "valid").as_posix()
+                    for p in (tmp_path / "scene.zarr" / "valid" / "c").rglob("*") if p.is_file())
+    assert stored == ["c/1/1"]
 
 
 def test_a_read_only_array_is_not_written_behind_zarrs_back(tmp_path):
