@@ -112,7 +112,7 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, in
     """Blend class colours over ``rgb``; label values outside the table stay as they are.
 
     One lookup per pixel in two small tables (the scene's weight and the colour's share
-    per label value), not a masked copy per class.
+    per label value) instead of float copies of the labelled pixels selected by a mask.
 
     Examples
     --------
