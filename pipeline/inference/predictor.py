@@ -274,12 +274,22 @@ class TilePredictor:
 
 
 def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
-    """``(B, k, *S)`` -> ``(B, *S)`` int64 class of the largest logit (first on ties).
+    """``(B, k, *S)`` -> ``(B, *S)`` class of the largest logit (first on ties).
 
-    On the CPU torch's argmax over the class axis is slow (0.23 s for ``(4, 5, 512, 512)``
-    float32 on one thread, numpy's 0.05 s); a running maximum over the classes, in numpy,
-    is faster still for a few classes (0.02 s) and gives the same ids (a later class wins
-    only when strictly larger, as in argmax).
+    On the GPU ``argmax``. On the CPU torch's argmax over the class axis is slow (0.23 s
+    for ``(4, 5, 512, 512)`` float32 on one thread, numpy's 0.03 s); for up to 16 classes a
+    running maximum over the classes, in numpy, is faster still and gives the same ids as
+    uint8: a later class wins only where it is strictly larger, as in argmax. The ids are
+    updated without branches (``ids = max(ids, c * larger)``: ``c`` exceeds every id so
+    far), so the time does not depend on how the classes are arranged: 0.8-1.1 ms a 512²
+    tile of five classes, noisy or smooth, against 1.5-5 ms for a masked assignment, which
+    mispredicts a branch wherever the classes change.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[[[0.0, 2.0, 1.0]], [[1.0, 2.0, 0.0]], [[0.5, -1.0, 3.0]]]])
+    >>> _argmax_classes(x).tolist()
+    [[[1, 0, 2]]]
     """
     if logits.device.type != "cpu":
         return logits.argmax(1)
@@ -288,9 +298,11 @@ def _argmax_classes(logits: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.argmax(values, axis=1))
     best = values[:, 0].copy()
     ids = np.zeros(best.shape, np.uint8)
-    larger = np.empty(best.shape, bool)  # one mask buffer for every class
+    larger = np.empty(best.shape, bool)  # one buffer each, for every class
+    step = np.empty(best.shape, np.uint8)
     for c in range(1, values.shape[1]):
         np.greater(values[:, c], best, out=larger)
-        np.putmask(ids, larger, c)
         np.maximum(best, values[:, c], out=best)
+        np.multiply(larger, np.uint8(c), out=step)
+        np.maximum(ids, step, out=ids)
     return torch.from_numpy(ids)

@@ -88,3 +88,26 @@ def test_no_logits_come_back(demo_bundle):
         assert prediction.centres.shape == (len(prediction.scores), 2)
         # per pixel: 1 + 4 bytes of labels against 4 bytes per class of float logits
         assert sum(v.nbytes for v in fields.values()) < heads["semantic"].nbytes
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 16, 17, 40])
+@pytest.mark.parametrize("kind", ["noise", "ties", "smooth"])
+def test_cpu_class_argmax_equals_numpy_argmax(classes, kind):
+    """The CPU kernel (a branch-free running maximum up to 16 classes, numpy's argmax
+    above) gives numpy's argmax exactly: the first class on ties, 2-D and 3-D batches."""
+    from pipeline.inference.predictor import _argmax_classes
+
+    rng = np.random.default_rng(classes)
+    for shape in [(3, classes, 64, 72), (2, classes, 9, 10, 11)]:
+        if kind == "noise":
+            logits = rng.standard_normal(shape).astype(np.float32)
+        elif kind == "ties":  # a few values only: most pixels tie between several classes
+            logits = rng.integers(-2, 2, shape).astype(np.float32)
+        else:  # coherent regions, as a real model gives
+            grids = np.meshgrid(*[np.linspace(0, 3, n) for n in shape[2:]], indexing="ij")
+            logits = np.stack([np.sin(sum(g * (c + 1 + i) for i, g in enumerate(grids)))
+                               for c in range(classes)]).astype(np.float32)
+            logits = np.broadcast_to(logits, shape).copy()
+        ids = _argmax_classes(torch.from_numpy(logits)).numpy()
+        assert ids.shape == (shape[0], *shape[2:])
+        np.testing.assert_array_equal(ids, np.argmax(logits, axis=1))
