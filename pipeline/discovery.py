@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.formats import FORMATS, Scene, identify
+from pipeline import formats
+from pipeline.formats import Scene, identify
 from pipeline.formats.base import SkippedFile, safe_id, scene_id_for, visible_files
 from pipeline.storage import StorageError, objects
 from pipeline.storage.location import Location, S3Uri, parse_location
@@ -47,11 +48,11 @@ class Found:
 
 def _accepted() -> str:
     """``"a GeoTIFF (.tif, .tiff), a NIfTI file (.nii, .nii.gz)"``: what inputs may be."""
-    return ", ".join(f.description for f in FORMATS.values())
+    return ", ".join(f.description for f in formats.FORMATS.values())
 
 
 def _suffixes() -> str:
-    return "/".join(s for f in FORMATS.values() for s in f.suffixes)
+    return "/".join(s for f in formats.FORMATS.values() for s in f.suffixes)
 
 
 def _remote_files(prefix: S3Uri) -> list[S3Uri]:
@@ -73,7 +74,7 @@ def _scan(directory: Location) -> Found:
                  if (fmt := identify(uri)) is not None for s in _file_scenes(fmt, uri, directory)]
     else:
         found = []
-        for fmt in FORMATS.values():  # ``survey``: scenes and left-out files in one scan
+        for fmt in formats.FORMATS.values():  # ``survey``: scenes and left-out files in one scan
             survey = getattr(fmt, "survey", None)
             scenes, files = survey(directory) if survey is not None else \
                 (fmt.discover(directory), [])
@@ -81,7 +82,7 @@ def _scan(directory: Location) -> Found:
             skipped.extend(files)
     unique = {(str(s.path), s.scene_id): s for s in found}  # a catalog and its Item files
     # files another scene reads (a STAC Item's band COGs) are not scenes of their own
-    claimed = {p for f in FORMATS.values() if hasattr(f, "claimed_files")
+    claimed = {p for f in formats.FORMATS.values() if hasattr(f, "claimed_files")
                for p in f.claimed_files(list(unique.values()))}
     kept = [s for s in unique.values() if str(s.path) not in claimed]
     left_out = [f for f in skipped if os.path.abspath(f.path) not in claimed]

@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +25,32 @@ from pipeline.formats.base import IngestedScene, Scene, SceneFormat, Truth
 __all__ = ["FORMATS", "IngestedScene", "Scene", "SceneFormat", "Truth", "format_of",
            "identify"]
 
+_WHERE = {  # in the order formats claim files (DICOM last: it claims files by content)
+    "geotiff": ("pipeline.formats.geotiff", "GEOTIFF"),
+    "nifti": ("pipeline.formats.nifti", "NIFTI"),
+    "stac": ("pipeline.formats.stac", "STAC"),
+    "dicom": ("pipeline.formats.dicom", "DICOM"),
+}
+
 
 @functools.cache
-def _registry() -> dict[str, SceneFormat]:
-    """The formats, imported on first use: a process that only unpickles one of their
-    small helpers (a tile worker's ground areas) does not import every reader."""
-    from pipeline.formats.dicom import DICOM
-    from pipeline.formats.geotiff import GEOTIFF
-    from pipeline.formats.nifti import NIFTI
-    from pipeline.formats.stac import STAC
+def _load(name: str) -> SceneFormat:
+    """The format ``name``, its module imported on first use: a run of one GeoTIFF does
+    not import the NIfTI and DICOM readers (nibabel, pydicom), and a process that only
+    unpickles a small helper of one format (a tile worker's ground areas) imports no
+    reader at all."""
+    module, attribute = _WHERE[name]
+    return getattr(importlib.import_module(module), attribute)
 
-    return {f.name: f for f in (GEOTIFF, NIFTI, STAC, DICOM)}  # DICOM last: claims by content
+
+def _registry() -> dict[str, SceneFormat]:
+    """Every format, each imported."""
+    return {name: _load(name) for name in _WHERE}
 
 
 def __getattr__(name: str) -> Any:
     """``FORMATS``: name -> format, in the order formats claim files (DICOM is last: it
-    claims files by their content, whatever their names)."""
+    claims files by their content, whatever their names). Imports every format."""
     if name == "FORMATS":
         return _registry()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -47,9 +58,10 @@ def __getattr__(name: str) -> Any:
 
 def format_of(scene: Scene) -> SceneFormat:
     """The format of a scene (by its ``kind``)."""
-    return _registry()[scene.kind]
+    return _load(scene.kind)
 
 
 def identify(path: Path) -> SceneFormat | None:
-    """The first registered format that claims the file ``path``, or None."""
-    return next((f for f in _registry().values() if f.identify(path)), None)
+    """The first registered format that claims the file ``path``, or None. Formats
+    after the one that claims it are not imported."""
+    return next((f for f in map(_load, _WHERE) if f.identify(path)), None)

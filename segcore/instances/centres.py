@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial import cKDTree
 
 from segcore.errors import ConfigError
 
@@ -123,6 +122,8 @@ class CentreIndex:
 
     def __init__(self, centres: NDArray[np.int64]) -> None:
         self.centres = _centre_array("centres", centres)
+        from scipy.spatial import cKDTree  # here: scipy.spatial takes 0.4-0.6 s to import
+
         self.tree = cKDTree(self.centres.astype(np.float64)) if len(self.centres) else None
 
     def __len__(self) -> int:
