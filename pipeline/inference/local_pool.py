@@ -20,6 +20,7 @@ next run resume, as after any kill.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -88,7 +89,8 @@ class LocalPool:
         """
         indices = [t.index for t in grid] if indices is None else list(indices)
         faults = injected_faults()
-        size = self.batch_size
+        # few tiles (a volume in two windows): one batch per lane, not one batch in all
+        size = max(1, min(self.batch_size, math.ceil(len(indices) / self.lanes)))
         batches = [indices[i : i + size] for i in range(0, len(indices), size)]
         outcomes: list[TileOutcome] = []
 

@@ -159,3 +159,25 @@ def test_gpu_worker_without_gpu_is_refused(tiny_bundle):
         return
     with pytest.raises(ConfigError, match="--gpus-per-worker 1 needs a GPU"):
         LocalPool(str(tiny_bundle.path), gpus_per_worker=1)
+
+
+def test_few_tiles_are_spread_over_the_lanes(scene_factory, tiny_bundle, tmp_path, monkeypatch):
+    """Two tiles and a batch size of 4: one batch per lane, so a volume planned as two
+    windows runs on both cores, not as one batch of two on one lane."""
+    image = scene_factory("local-two-tiles", size=(128, 256), seed=5)[0]
+    pool = LocalPool(str(tiny_bundle.path), batch_size=4, cores=2)
+    batches = []
+    run = pool.worker.run
+
+    def counted(store, nodata, grid, indices, **kwargs):
+        batches.append(len(indices))
+        return run(store, nodata, grid, indices, **kwargs)
+
+    monkeypatch.setattr(pool.worker, "run", counted)
+    try:
+        result = run_scene(Workspace(_scene(image), tmp_path), tiny_bundle, RunOptions(tile=128),
+                           pool)
+    finally:
+        pool.shutdown()
+    assert result.report.tiles.total == 2
+    assert batches == [1, 1]
