@@ -43,6 +43,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# the environment `segpipe` gives itself, before torch is imported (huge pages for torch's
+# CPU tensors: flows/environment.py); MONAI runs in this process and gets it too
+from flows.environment import configure  # noqa: E402
+
+configure()
 
 
 def monai_run(scene: Path, bundle, tile: int, halo: int):

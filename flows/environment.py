@@ -7,6 +7,17 @@ background services are switched off (they only matter for a long-lived
 server and slow each run), telemetry is off, and Prefect's own log lines are
 hidden unless ``--debug`` (segpipe prints one clear line per problem). Values
 the user set in the environment always win.
+
+``THP_MEM_ALLOC_ENABLE=1`` (PyTorch's own setting, read at its first allocation) puts
+torch's CPU tensors of 2 MiB and more on transparent huge pages where the kernel offers
+them (``/sys/kernel/mm/transparent_hugepage/enabled``: ``always`` or ``madvise``). A
+model's activations are allocated and freed layer after layer; on 4 KiB pages each
+one is faulted in anew: a ``demo-medical`` window of 104 x 160² voxels took 5.6 s on
+one core, 5.4 s of its CPU in the kernel (1.05 million page faults), and 3.2 s on huge
+pages (0.19 million faults for four windows). Freed tensors still go back to the
+operating system, so memory follows the live tensors as before. Local Ray workers
+inherit it; workers of a joined cluster get it with the driver's AWS settings
+(:data:`pipeline.inference.runtime.FORWARDED_PREFIXES`).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ def configure(debug: bool = False) -> None:
     """Set quiet, fast local defaults (``os.environ.setdefault`` only)."""
     env = os.environ
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch allocates (module docstring)
     env.setdefault("DO_NOT_TRACK", "1")
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_SERVER_UI_ENABLED", "false")

@@ -110,9 +110,10 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
             "address (RAY_ADDRESS), or leave it out to start a local runtime") from None
 
 
-FORWARDED_PREFIXES = ("AWS_",)
+FORWARDED_PREFIXES = ("AWS_", "THP_MEM_ALLOC_ENABLE")
 """Driver variables every worker of a joined cluster gets (``runtime_env``): the standard
-AWS settings that object storage reads, so a user sets them once, where segpipe runs."""
+AWS settings that object storage reads, so a user sets them once, where segpipe runs, and
+PyTorch's huge-page setting for CPU tensors (``flows.environment``)."""
 
 
 def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -120,8 +121,9 @@ def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, st
 
     Examples
     --------
-    >>> forwarded_environment({"AWS_REGION": "eu-west-1", "HOME": "/root"})
-    {'AWS_REGION': 'eu-west-1'}
+    >>> forwarded_environment({"AWS_REGION": "eu-west-1", "HOME": "/root",
+    ...                        "THP_MEM_ALLOC_ENABLE": "1"})
+    {'AWS_REGION': 'eu-west-1', 'THP_MEM_ALLOC_ENABLE': '1'}
     """
     environ = os.environ if environ is None else environ
     return {k: v for k, v in environ.items() if k.startswith(FORWARDED_PREFIXES)}

@@ -13,4 +13,4 @@ def test_joined_cluster_workers_get_the_drivers_aws_settings(tmp_path):
     assert len(seen) == 2, seen  # tasks ran on both nodes
     for values in seen.values():
         assert values == {"AWS_ACCESS_KEY_ID": "forwarded-key", "AWS_REGION": "eu-west-1",
-                          "SEGPIPE_NOT_FORWARDED": None}
+                          "THP_MEM_ALLOC_ENABLE": "1", "SEGPIPE_NOT_FORWARDED": None}

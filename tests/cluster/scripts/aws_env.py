@@ -1,4 +1,5 @@
-"""A driver that joins a cluster passes its AWS settings to workers on every node.
+"""A driver that joins a cluster passes its AWS settings (and PyTorch's huge-page setting)
+to workers on every node.
 
 argv: WORK RAY_TMP. The cluster's nodes start before the driver sets the variables,
 so a worker sees them only if segpipe forwarded them. Prints JSON: per node, what a
@@ -21,7 +22,7 @@ from cluster_common import setup  # noqa: E402
 def main() -> None:
     setup(sys.argv[2])
     for name in list(os.environ):
-        if name.startswith("AWS_"):
+        if name.startswith("AWS_") or name == "THP_MEM_ALLOC_ENABLE":
             del os.environ[name]
     from ray.cluster_utils import Cluster
 
@@ -29,7 +30,7 @@ def main() -> None:
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     os.environ.update({"AWS_ACCESS_KEY_ID": "forwarded-key", "AWS_REGION": "eu-west-1",
-                       "SEGPIPE_NOT_FORWARDED": "x"})
+                       "THP_MEM_ALLOC_ENABLE": "1", "SEGPIPE_NOT_FORWARDED": "x"})
     import ray
 
     from pipeline.inference.runtime import ensure_ray
@@ -41,7 +42,8 @@ def main() -> None:
         import time
 
         time.sleep(0.5)  # both nodes take tasks
-        keys = ("AWS_ACCESS_KEY_ID", "AWS_REGION", "SEGPIPE_NOT_FORWARDED")
+        keys = ("AWS_ACCESS_KEY_ID", "AWS_REGION", "THP_MEM_ALLOC_ENABLE",
+                "SEGPIPE_NOT_FORWARDED")
         return ray.get_runtime_context().get_node_id(), {k: os.environ.get(k) for k in keys}
 
     seen = dict(ray.get([read.remote() for _ in range(8)]))
