@@ -12,9 +12,9 @@ the user set in the environment always win.
 torch's CPU tensors of 2 MiB and more on transparent huge pages where the kernel offers
 them (``/sys/kernel/mm/transparent_hugepage/enabled``: ``always`` or ``madvise``). A
 model's activations are allocated and freed layer after layer; on 4 KiB pages each
-one is faulted in anew: a ``demo-medical`` window of 104 x 160² voxels took 5.6 s on
-one core, 5.4 s of its CPU in the kernel (1.05 million page faults), and 3.2 s on huge
-pages (0.19 million faults for four windows). Freed tensors still go back to the
+one is faulted in anew: a ``demo-medical`` window of 104 x 160² voxels took 5.3-5.7 s
+on one core, 2.4-2.5 s of it in the kernel (0.62 million page faults), and 3.8-3.9 s on
+huge pages (12 thousand faults). Freed tensors still go back to the
 operating system, so memory follows the live tensors as before. Local Ray workers
 inherit it; workers of a joined cluster get it with the driver's AWS settings
 (:data:`pipeline.inference.runtime.FORWARDED_PREFIXES`).
