@@ -20,7 +20,6 @@ next run resume, as after any kill.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -28,6 +27,7 @@ from dataclasses import replace
 
 from pipeline.blockmap import BlockMap, ThreadBlocks
 from pipeline.inference.scene_intensity import SceneNormalisation
+from pipeline.inference.tile_pool import split_batches
 from pipeline.inference.tile_worker import TileWorker, injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec
@@ -89,9 +89,7 @@ class LocalPool:
         """
         indices = [t.index for t in grid] if indices is None else list(indices)
         faults = injected_faults()
-        # few tiles (a volume in two windows): one batch per lane, not one batch in all
-        size = max(1, min(self.batch_size, math.ceil(len(indices) / self.lanes)))
-        batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+        batches = split_batches(indices, self.batch_size, self.lanes)
         outcomes: list[TileOutcome] = []
 
         def one(batch: list[tuple[int, ...]]) -> list[TileOutcome]:

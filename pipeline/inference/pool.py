@@ -13,7 +13,6 @@ local runtime, which cannot grow, a pool that cannot place one actor is refused.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from pipeline.inference.placement import (
 )
 from pipeline.inference.runtime import ensure_ray
 from pipeline.inference.scene_intensity import SceneNormalisation
+from pipeline.inference.tile_pool import split_batches
 from pipeline.inference.tile_worker import injected_faults
 from pipeline.streaming.tile_outcome import TileOutcome
 from pipeline.streaming.tile_stats import TileStatsSpec
@@ -240,10 +240,7 @@ class WorkerPool:
         indices = [t.index for t in grid] if indices is None else list(indices)
         if not indices:
             return []
-        # Small scenes: spread tiles over all actors rather than one big batch.
-        workers = max(len(self.members.members), 1)
-        size = max(1, min(self.config.batch_size, math.ceil(len(indices) / workers)))
-        batches = [indices[i : i + size] for i in range(0, len(indices), size)]
+        batches = split_batches(indices, self.config.batch_size, len(self.members.members))
         outcomes: list[TileOutcome] = []
         grid_ref = ray.put(grid)
         faults = injected_faults()

@@ -9,6 +9,7 @@ actors, or threads beside the local model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -43,3 +44,20 @@ class TilePool(Protocol):
 
     def shutdown(self) -> None:
         """Stop the workers."""
+
+
+def split_batches(indices: list[tuple[int, ...]], batch_size: int,
+                  workers: int) -> list[list[tuple[int, ...]]]:
+    """``indices`` in batches of at most ``batch_size``, and at least one per worker while
+    there are tiles enough: few tiles (a volume in two windows) run on every worker at
+    once, not as one batch on one.
+
+    Examples
+    --------
+    >>> split_batches([(0,), (1,)], 4, 2)
+    [[(0,)], [(1,)]]
+    >>> [len(b) for b in split_batches([(i,) for i in range(10)], 4, 2)]
+    [4, 4, 2]
+    """
+    size = max(1, min(batch_size, math.ceil(len(indices) / max(workers, 1))))
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
