@@ -2,7 +2,8 @@
 
 Prefect and Ray read their settings at import time, so these come first, for the test
 suite and for the doctests of every package alike: a private PREFECT_HOME, no
-telemetry, no server services, no Ray usage stats or token file.
+telemetry, no server services, no Ray usage stats or token file, and a calibration
+cache of the session's own (never the user's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ os.environ.update({
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_TMPDIR": str(_TMP / "ray"),
+    "SEGPIPE_CACHE_DIR": str(_TMP / "cache"),  # calibrations shared by the session only
 })
+os.environ.pop("SEGPIPE_NO_CACHE", None)
+os.environ.pop("XDG_CACHE_HOME", None)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RAY_ADDRESS", None)
 for _name in ("CANCELLATION_CLEANUP", "DB_VACUUM", "EVENT_PERSISTER", "EVENT_LOGGER", "FOREMAN",

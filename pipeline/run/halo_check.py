@@ -9,8 +9,9 @@ the axes the real plan splits into cores of at most half its side (so it has at
 least as many seam pixels per pixel as the real scene), and its labels are compared
 with those of one whole-scene pass. While fewer than :data:`TARGET_AGREEMENT` of
 the pixels agree, the halo grows by the model stride, up to the analytic halo
-(exact by construction). Both are cached per bundle (and halo and check tile), so
-a run measures once per process, not once per scene.
+(exact by construction). Both are kept per bundle (and halo and check tile), in the
+process and in the calibration cache (:mod:`pipeline.run.calibration_cache`), so a
+model is measured once, not once per scene or per command.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from pipeline.bundle import ModelBundle, load_bundle
 from pipeline.inference.predictor import TilePredictor
+from pipeline.run.calibration_cache import remembered
 from segcore.geometry.grid import TileGrid
 from segcore.receptive_field_effective import effective_halo
 
@@ -48,7 +50,7 @@ class HaloChoice:
     check_tile : tuple of int
         Tile core the check scene was split with.
     seconds : float
-        Time the probe and the check took.
+        Time the check took when it was measured (possibly by an earlier command).
     """
 
     halo: int
@@ -114,14 +116,20 @@ def check_tile_for(core: tuple[int, ...], shape: tuple[int, ...], stride: int) -
                  for c, n in zip(core, shape))
 
 
-@lru_cache(maxsize=16)
-def _probe(path: str, mtime_ns: int, analytic: int) -> tuple[int, float]:
+def _measure_probe(bundle: ModelBundle, analytic: int) -> dict:
     start = time.perf_counter()
-    bundle = load_bundle(path)
     spec = bundle.spec
     found = effective_halo(TilePredictor(bundle).net, spec.input.channels, spec.ndim,
                            stride=spec.stride, max_halo=analytic, tolerance=TOLERANCE)
-    return found.halo, time.perf_counter() - start
+    return {"halo": found.halo, "seconds": time.perf_counter() - start}
+
+
+@lru_cache(maxsize=16)
+def _probe(path: str, mtime_ns: int, analytic: int) -> tuple[int, float]:
+    bundle = load_bundle(path)
+    kept = remembered("halo-probe", bundle, {"analytic": int(analytic), "tolerance": TOLERANCE},
+                      lambda: _measure_probe(bundle, analytic))
+    return int(kept["halo"]), float(kept["seconds"])
 
 
 def probed_halo(bundle: ModelBundle, analytic: int) -> int:
@@ -130,11 +138,9 @@ def probed_halo(bundle: ModelBundle, analytic: int) -> int:
         return _probe(str(bundle.path), bundle.weights_path.stat().st_mtime_ns, analytic)[0]
 
 
-@lru_cache(maxsize=16)
-def _check(path: str, mtime_ns: int, analytic: int, probed: int,
-           check_tile: tuple[int, ...]) -> HaloChoice:
+def _measure_check(bundle: ModelBundle, analytic: int, probed: int,
+                   check_tile: tuple[int, ...]) -> dict:
     start = time.perf_counter()
-    bundle = load_bundle(path)
     predictor = TilePredictor(bundle)
     raw = _raw_scene(bundle, CHECK_SIDE[bundle.spec.ndim])
     x = predictor.normalise(raw, np.ones(raw.shape[1:], dtype=bool))
@@ -145,8 +151,20 @@ def _check(path: str, mtime_ns: int, analytic: int, probed: int,
         if agreement >= TARGET_AGREEMENT or halo >= analytic:
             break
         halo = min(analytic, halo + bundle.spec.stride)
-    return HaloChoice(halo=halo, agreement=agreement, probed=probed, check_tile=check_tile,
-                      seconds=time.perf_counter() - start)
+    return {"halo": halo, "agreement": agreement, "seconds": time.perf_counter() - start}
+
+
+@lru_cache(maxsize=16)
+def _check(path: str, mtime_ns: int, analytic: int, probed: int,
+           check_tile: tuple[int, ...]) -> HaloChoice:
+    bundle = load_bundle(path)
+    args = {"analytic": int(analytic), "probed": int(probed),
+            "check_tile": [int(c) for c in check_tile],
+            "target": TARGET_AGREEMENT, "side": CHECK_SIDE[bundle.spec.ndim]}
+    kept = remembered("halo-check", bundle, args,
+                      lambda: _measure_check(bundle, analytic, probed, check_tile))
+    return HaloChoice(halo=int(kept["halo"]), agreement=float(kept["agreement"]),
+                      probed=probed, check_tile=check_tile, seconds=float(kept["seconds"]))
 
 
 def checked_halo(bundle: ModelBundle, analytic: int, probed: int,

@@ -81,8 +81,14 @@ def _measured_receptive_field(path: str, mtime_ns: int) -> int:
     declared = int(getattr(net, "receptive_field", 0) or 0)
     if declared or bundle.spec.format is ModelFormat.STATE_DICT:
         return declared
-    try:  # TorchScript / torch.export: structure unknown, probe it
-        return int(measure(net, bundle.spec.input.channels, ndim=bundle.spec.ndim) or 0)
+    from pipeline.run.calibration_cache import remembered
+
+    def probe() -> dict:  # TorchScript / torch.export: structure unknown, probe it
+        return {"receptive_field":
+                int(measure(net, bundle.spec.input.channels, ndim=bundle.spec.ndim) or 0)}
+
+    try:
+        return int(remembered("receptive-field", bundle, {}, probe)["receptive_field"])
     except Exception:  # noqa: BLE001 - a model that cannot be probed gets the default halo
         return 0
 

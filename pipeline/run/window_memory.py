@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 from pipeline.bundle import ModelBundle, load_bundle
 from pipeline.options import RunOptions
+from pipeline.run.calibration_cache import remembered
 
 SAFETY = 2.0  # resident memory of a worker's window / tracked tensor peak (see module doc)
 BUDGET_SHARE = 0.5  # of a worker's share of the machine's memory
@@ -88,25 +89,34 @@ class WindowMemory:
         return max(1, int((budget - self.fixed) // self.per_pixel))
 
 
+def _measure(bundle: ModelBundle) -> dict:
+    """``WindowMemory`` fields of the bundle from two small windows (raises when the
+    tracker cannot run the model)."""
+    spec = bundle.spec
+    side = 4 * spec.stride if spec.ndim == 3 else 16 * spec.stride
+    net = bundle.build().eval()
+    sizes = (side, 2 * side)
+    peaks = [forward_peak_bytes(net, torch.zeros((1, spec.input.channels) + (s,) * spec.ndim))
+             for s in sizes]
+    pixels = [s ** spec.ndim for s in sizes]
+    slope = max((peaks[1] - peaks[0]) / (pixels[1] - pixels[0]), 1.0)
+    return {"per_pixel": SAFETY * slope, "fixed": max(0.0, peaks[0] - slope * pixels[0])}
+
+
 @lru_cache(maxsize=16)
 def _measured(path: str, mtime_ns: int) -> WindowMemory:
     bundle = load_bundle(path)
-    spec = bundle.spec
-    side = 4 * spec.stride if spec.ndim == 3 else 16 * spec.stride
     try:
-        net = bundle.build().eval()
-        sizes = (side, 2 * side)
-        peaks = [forward_peak_bytes(net, torch.zeros((1, spec.input.channels) + (s,) * spec.ndim))
-                 for s in sizes]
+        kept = remembered("window-memory", bundle, {"safety": SAFETY},
+                          lambda: _measure(bundle))
     except Exception:  # noqa: BLE001 - a model the tracker cannot run gets a heavy default
         return WindowMemory(per_pixel=FALLBACK_BYTES_PER_PIXEL)
-    pixels = [s ** spec.ndim for s in sizes]
-    slope = max((peaks[1] - peaks[0]) / (pixels[1] - pixels[0]), 1.0)
-    return WindowMemory(per_pixel=SAFETY * slope, fixed=max(0.0, peaks[0] - slope * pixels[0]))
+    return WindowMemory(per_pixel=float(kept["per_pixel"]), fixed=float(kept["fixed"]))
 
 
 def window_memory(bundle: ModelBundle) -> WindowMemory:
-    """The bundle's :class:`WindowMemory`, measured once per weights file (cached).
+    """The bundle's :class:`WindowMemory`, measured once per weights file (kept in the
+    process and in the calibration cache, :mod:`pipeline.run.calibration_cache`).
 
     Examples
     --------
