@@ -225,11 +225,17 @@ class FusionStats:
         origin = np.zeros(self.ndim, np.int64) if offset is None else np.asarray(offset, np.int64)
         if origin.shape != (self.ndim,):
             raise ConfigError(f"offset: expected {self.ndim} integers, received {offset!r}")
-        if sem.dtype.kind == "u" and sem.dtype.itemsize <= 2 and sem.size and not inst.any():
-            counts, lo, hi = _stuff_boxes(sem, keep)  # no instances: key = class id
+        if sem.dtype.kind == "u" and sem.dtype.itemsize <= 2 and sem.size:
+            # pixels without an instance: key = class id, boxes from per-axis class tables;
+            # only the (usually few) instance pixels take the general path below
+            things = inst != 0
+            has_things = bool(things.any())
+            counts, lo, hi = _stuff_boxes(sem, keep & ~things if has_things else keep)
             seen = np.flatnonzero(counts)
             self._absorb(seen.astype(np.uint64), counts[seen], lo[seen] + origin, hi[seen] + origin)
-            return
+            if not has_things:
+                return
+            keep = keep & things
         flat = np.flatnonzero(keep)
         s = sem.ravel()[flat].astype(np.int64)
         i = inst.ravel()[flat].astype(np.int64)

@@ -198,7 +198,7 @@ def _brute_force_stats(sem, inst, valid, nodata, offset):
     dtype=st.sampled_from(["uint8", "uint16", "int32"]),
 )
 def test_chunk_statistics_equal_brute_force_on_every_path(shape, seed, classes, things, dtype):
-    """uint8/uint16 chunks without instances take a bincount path, chunks with a few keys a
+    """uint8/uint16 pixels without an instance take a bincount path, instance pixels with a few keys a
     presence path, the rest a sort: all give the pixel loop's counts and boxes."""
     rng = np.random.default_rng(seed)
     nodata = 255 if dtype == "uint8" else 65535
