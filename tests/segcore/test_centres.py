@@ -137,3 +137,31 @@ def test_assign_refuses_mismatched_offsets():
     with pytest.raises(ConfigError, match="offsets"):
         assign_to_centres(np.ones((4, 4), bool), np.zeros((3, 4, 4)), (0, 0),
                           CentreIndex(np.array([[1, 1]])))
+
+
+@pytest.mark.parametrize("few", [0, 1000])  # always the k-d tree / always every centre
+def test_ties_go_to_the_earlier_centre_either_way(few):
+    index = CentreIndex(np.array([[0, 0], [0, 2], [2, 0]]), few=few)
+    assert (index.tree is None) == (few > 0)
+    votes = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.6]])
+    assert index.nearest(votes).tolist() == [0, 0, 0, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 40), ndim=st.sampled_from([2, 3]),
+       votes=st.integers(0, 3000), halves=st.booleans())
+def test_every_centre_compared_equals_the_k_d_tree(seed, n, ndim, votes, halves):
+    """Few centres are compared with every vote instead of a k-d tree: the same nearest
+    centre, ties included (votes on half pixels between integer centres are often equally
+    near several; five or more equally near ones are beyond the tree's k = 4 and left out)."""
+    rng = np.random.default_rng(seed)
+    centres = np.unique(rng.integers(0, 12, (n, ndim)), axis=0)
+    rng.shuffle(centres)
+    v = rng.integers(-2, 26, (votes, ndim)) / 2.0 if halves \
+        else rng.uniform(-3, 15, (votes, ndim)).astype(np.float32).astype(np.float64)
+    tree, direct = CentreIndex(centres, few=0), CentreIndex(centres, few=10**6)
+    a, b = tree.nearest(v), direct.nearest(v)
+    d = np.sqrt(((v[:, None, :] - centres[None].astype(np.float64)) ** 2).sum(-1))
+    fewer_than_five_tied = (d == d.min(axis=1, keepdims=True)).sum(axis=1) < 5
+    np.testing.assert_array_equal(a[fewer_than_five_tied], b[fewer_than_five_tied])
+    assert (b == d.argmin(axis=1)).all()
