@@ -23,7 +23,9 @@ as one tensor (not timed), roi 96^3, overlap 0.25, mode gaussian, one window per
 all cores in this process. segpipe: ``run_scene`` with the default options (cores chosen
 by cost, effective halo), its time the report's ``timings_s.total``. The per-model
 calibration (memory per voxel, effective-halo probe and check) runs once before the
-timed scene, like loading the model, and is printed on its own. The untiled reference
+timed scene, like loading the model, and is printed on its own (a few seconds on the first
+command, well under one once the calibration cache holds it: ``SEGPIPE_NO_CACHE=1`` measures
+anew). The untiled reference
 is ``run_scene`` with a tile larger than the volume (one window). Prints scene time,
 MONAI time, their ratio, and the share of valid voxels whose class equals the untiled
 reference and MONAI's.
@@ -213,7 +215,8 @@ def volumes_case(sizes: list[int], model: str) -> None:
         plan = plan_tiles((size,) * 3, bundle, options, workers=workers)
         print(f"{size}^3: plan {plan.grid.grid_shape} cores {plan.core}, halo {plan.halo} "
               f"({plan.halo_mode}, check agreement {plan.halo_agreement}); calibration "
-              f"(first plan of the process, not in scene time) {time.perf_counter() - start:.2f} s",
+              f"(first plan of the process, from the calibration cache when it holds it; "
+              f"not in scene time) {time.perf_counter() - start:.2f} s",
               flush=True)
         report, labels, valid, image = _segpipe_volume(path, bundle, options, pool)
         whole = RunOptions(resume=False, tile=-(-size // bundle.spec.stride) * bundle.spec.stride)

@@ -149,7 +149,11 @@ def remembered(kind: str, bundle: ModelBundle, args: dict,
     folder = cache_dir()
     if folder is None:
         return measure()
-    key = cache_key(kind, bundle, args)
+    try:
+        key = cache_key(kind, bundle, args)
+    except OSError as exc:  # a model file that cannot be read for its digest: measure only
+        log.debug("calibration cache: model '%s' not keyed (%s)", bundle.name, exc)
+        return measure()
     path = _file_for(folder, kind, key)
     if (value := _read(path, key)) is not None:
         log.debug("model '%s': %s from %s", bundle.name, kind, path)

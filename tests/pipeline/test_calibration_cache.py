@@ -175,3 +175,13 @@ def test_the_default_directory_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home" / ".cache" / "segpipe" / "calibration"
+
+
+def test_a_model_file_that_cannot_be_read_is_measured_without_the_cache(private_cache,
+                                                                        own_bundle):
+    bundle = load_bundle(own_bundle)
+    bundle.weights_path.unlink()  # gone after the model was loaded: no digest, no key
+    calls, measure = _counter()
+    assert remembered("probe", bundle, {}, measure)["value"] == 1
+    assert remembered("probe", bundle, {}, measure)["value"] == 2
+    assert not private_cache.exists()
