@@ -69,7 +69,9 @@ def test_a_3d_model_says_its_tile_is_chosen_per_volume():
     assert code == 0, text
     info = json.loads(text)
     assert info["tiling"]["tile"] is None and info["tiling"]["halo_mode"] == "effective"
-    assert info["tiling"]["halo"] == 56 and info["spacing_mm"] == [2.0, 2.0, 2.0]
+    # the probe's effective halo, which a run checks for its split; the exact one bounds it
+    assert info["tiling"]["halo_exact"] == 56 and info["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert info["tiling"]["halo"] == 24
 
 
 def test_an_mlm_item_shows_its_bands_scaling_and_measured_receptive_field(tmp_path):
