@@ -170,7 +170,7 @@ def _tiling(bundle: ModelBundle) -> TilingInfo:
     """The planner's choice with default options: on a nominal scene for 2-D models;
     for 3-D models the tile depends on each volume and the memory budget, and the
     effective halo is the probe's (a run checks it for its split)."""
-    from pipeline.run.plan import halo_mode_of, plan_tiles, receptive_field_of
+    from pipeline.run.plan import effective_probe, halo_mode_of, plan_tiles, receptive_field_of
     from segcore.receptive_field import halo_for
 
     spec, options = bundle.spec, RunOptions()
@@ -189,22 +189,15 @@ def _tiling(bundle: ModelBundle) -> TilingInfo:
     note = "tile chosen per volume to fit the memory budget"
     exact = None
     if mode == "effective":
-        exact, halo = halo, _probed_halo(bundle, halo)
-        note += (f"; halo: the probed effective halo, which a run checks against whole-volume "
-                 f"inference for its split and grows by the stride where needed (at most the "
-                 f"exact {exact}); a volume computed as one window needs none")
+        if (probed := effective_probe(bundle, halo)) is None:
+            mode = "exact"  # as a run does
+        else:
+            exact, halo = halo, probed
+            note += (f"; halo: the probed effective halo, which a run checks against "
+                     f"whole-volume inference for its split and grows by the stride where "
+                     f"needed (at most the exact {exact}); a volume computed as one window "
+                     f"needs none")
     return TilingInfo(tile=None, halo=halo, halo_mode=mode, note=note, halo_exact=exact)
-
-
-def _probed_halo(bundle: ModelBundle, exact: int) -> int:
-    """The effective-halo probe's result (measured once, then kept in the calibration
-    cache for the runs); the exact halo when the model cannot be probed."""
-    from pipeline.run.halo_check import probed_halo
-
-    try:
-        return probed_halo(bundle, exact)
-    except Exception:  # noqa: BLE001 - a run falls back to the exact halo too
-        return exact
 
 
 def _receptive_field(bundle: ModelBundle) -> ReceptiveFieldInfo:

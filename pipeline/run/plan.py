@@ -133,8 +133,9 @@ def _halo(bundle: ModelBundle, options: RunOptions, mode: str) -> tuple[int, str
     return -1, QUARTER_TILE  # no finite receptive field: tile / 4 once the tile is known
 
 
-def _probed(bundle: ModelBundle, exact: int) -> int | None:
-    """The probe's effective halo; None (stay exact) when the model cannot be probed."""
+def effective_probe(bundle: ModelBundle, exact: int) -> int | None:
+    """The probe's effective halo (kept in the calibration cache); None (stay exact, with a
+    warning) when the model cannot be probed."""
     from pipeline.run.halo_check import probed_halo
 
     try:
@@ -202,7 +203,7 @@ def plan_tiles(shape: tuple[int, ...], bundle: ModelBundle, options: RunOptions,
             # one window even without a halo: whole-scene inference, nothing to measure
             return _plan(TileGrid.create(shape, shape, 0, align=stride), options, spec,
                          mode, 1.0)
-        if (probed := _probed(bundle, exact)) is None:
+        if (probed := effective_probe(bundle, exact)) is None:
             mode = HaloMode.EXACT.value
         else:
             halo = probed
