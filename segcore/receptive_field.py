@@ -29,12 +29,14 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from segcore.errors import ConfigError
 from segcore.hints import parse_choice
+
+if TYPE_CHECKING:  # torch loads with the probe: the closed forms need only arithmetic
+    import torch
+    from torch import nn
 
 __all__ = [
     "AsppMode",
@@ -344,6 +346,8 @@ _MAX_ELEMENTS = 2**22
 
 
 def _first_tensor(out: object) -> torch.Tensor:
+    import torch
+
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict) and out:
@@ -362,6 +366,8 @@ def _probe(module: nn.Module, x: torch.Tensor, positions: int) -> int | None:
     keeps them independent); their non-zero gradients are united so that a
     ReLU that happens to be off for one input does not hide a path.
     """
+    import torch
+
     x = x.requires_grad_(True)
     out = _first_tensor(module(x))
     spatial = tuple(x.shape[2:])
@@ -460,6 +466,8 @@ def measure(
     >>> measure(stack, in_channels=1)
     7
     """
+    import torch
+
     _check_int("in_channels", in_channels, 1)
     _check_int("ndim", ndim, 1)
     if positions is None:

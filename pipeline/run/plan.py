@@ -27,7 +27,7 @@ from functools import lru_cache
 from pipeline.bundle import ModelBundle, ModelFormat, ModelSpec, load_bundle
 from pipeline.options import HaloMode, RunOptions
 from segcore.geometry.grid import TileGrid
-from segcore.receptive_field import halo_for, measure
+from segcore.receptive_field import halo_for
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,16 @@ def _round_up(value: int, multiple: int) -> int:
 @lru_cache(maxsize=16)
 def _measured_receptive_field(path: str, mtime_ns: int) -> int:
     bundle = load_bundle(path)
-    net = bundle.build()
-    declared = int(getattr(net, "receptive_field", 0) or 0)
-    if declared or bundle.spec.format is ModelFormat.STATE_DICT:
-        return declared
+    if bundle.spec.format is ModelFormat.STATE_DICT:  # segcore's models declare theirs
+        return int(getattr(bundle.build(), "receptive_field", 0) or 0)
     from pipeline.run.calibration_cache import remembered
 
     def probe() -> dict:  # TorchScript / torch.export: structure unknown, probe it
-        return {"receptive_field":
+        from segcore.receptive_field import measure
+
+        net = bundle.build()  # torch loads here, not for a result already in the cache
+        declared = int(getattr(net, "receptive_field", 0) or 0)
+        return {"receptive_field": declared or
                 int(measure(net, bundle.spec.input.channels, ndim=bundle.spec.ndim) or 0)}
 
     try:

@@ -106,3 +106,21 @@ def test_a_local_runtime_ingests_in_this_process_and_runs_the_rest_as_tasks(ray_
     assert len(blocks.nodes["ingest"]) == 1 and blocks.nodes["ingest"] == blocks.nodes["fusion"]
     with pytest.raises(InputError, match="cannot read block 5"):  # errors as themselves too
         blocks.map(_fail_on, list(range(12)), 5, label="ingest")
+
+
+def test_block_pass_modules_do_not_import_torch():
+    """A block-pass worker imports these modules (``warm_up``); torch would cost it about
+    2.5 s of CPU and 300 MB, beside the model actors loading torch on the same cores."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            "from pipeline.distributed.ray_blocks import _PASS_MODULES\n"
+            "import pipeline.run.plan\n"
+            "for name in _PASS_MODULES: importlib.import_module(name)\n"
+            "from segcore.receptive_field import halo_for\n"
+            "assert halo_for(7, 1) == 3\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]", f"torch imported: {out}"
