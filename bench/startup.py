@@ -29,8 +29,8 @@ wrapped, nothing else changes) and prints where the fixed cost goes:
   (killing the actors), ``stop_ray`` (stopping the local runtime) and ``exit`` (the
   interpreter's own exit).
 
-``--compare-with DIR`` runs the same command with an older source tree first on
-``PYTHONPATH`` (e.g. ``git archive HEAD | tar -x -C /tmp/old``), so the two are
+``--compare-with DIR`` runs the same command (the first of ``--executors``) with an
+older source tree first on ``PYTHONPATH`` (e.g. ``git archive HEAD | tar -x -C /tmp/old``), so the two are
 compared in one session on the same load; only its wall/scene/fixed figures print.
 Figures from a loaded machine are noisy: compare ratios from one invocation.
 """
@@ -205,7 +205,8 @@ def main() -> None:
               f"{os.cpu_count()} CPUs")
         print(f"{'run':<10}{'wall s':>8}{'scene s':>9}{'fixed s':>9}{'cpu s':>8}  phases (s)")
         for i in range(args.runs):
-            plans = [("old", args.compare_with, None)] if args.compare_with else []
+            plans = ([("old", args.compare_with, args.executors[0])]  # the same command
+                     if args.compare_with else [])
             plans += [(executor, None, executor) for executor in args.executors]
             for name, source, executor in plans:
                 r = one_run(scene, work, f"{name}{i}", source, args.workers, executor)
