@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from pipeline.bundle import ModelBundle, ModelFormat, ModelSpec, load_bundle
 from pipeline.options import HaloMode, RunOptions
+from segcore.errors import ModelError
 from segcore.geometry.grid import TileGrid
 from segcore.receptive_field import halo_for
 
@@ -91,6 +92,8 @@ def _measured_receptive_field(path: str, mtime_ns: int) -> int:
 
     try:
         return int(remembered("receptive-field", bundle, {}, probe)["receptive_field"])
+    except ModelError:  # the model cannot be loaded: one clear line, as ever
+        raise
     except Exception:  # noqa: BLE001 - a model that cannot be probed gets the default halo
         return 0
 

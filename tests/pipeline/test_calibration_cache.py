@@ -185,3 +185,49 @@ def test_a_model_file_that_cannot_be_read_is_measured_without_the_cache(private_
     assert remembered("probe", bundle, {}, measure)["value"] == 1
     assert remembered("probe", bundle, {}, measure)["value"] == 2
     assert not private_cache.exists()
+
+
+@pytest.fixture
+def scripted_bundle(tmp_path):
+    """A TorchScript bundle that declares no receptive field: two 3x3 convolutions (5)."""
+    import torch
+    import yaml
+    from torch import nn
+
+    folder = tmp_path / "scripted"
+    folder.mkdir()
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    torch.jit.script(net.eval()).save(str(folder / "model.pt"))
+    spec = {"name": "scripted", "format": "torchscript", "weights": "model.pt", "ndim": 2,
+            "input": {"channels": 1, "mean": [0.0], "std": [1.0]},
+            "classes": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+            "heads": ["semantic"], "tile": 64}
+    (folder / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
+def test_a_scripted_models_receptive_field_is_probed_once_and_kept(private_cache,
+                                                                   scripted_bundle):
+    from pipeline.run.plan import _measured_receptive_field, receptive_field_of
+
+    _measured_receptive_field.cache_clear()
+    assert receptive_field_of(load_bundle(scripted_bundle)) == 5
+    kept = [json.loads(p.read_text()) for p in private_cache.glob("*.json")]
+    assert [k["value"]["receptive_field"] for k in kept] == [5]
+    _measured_receptive_field.cache_clear()  # a new command: read back, not probed
+    (private_cache / next(p.name for p in private_cache.glob("*.json"))).write_text(
+        json.dumps({**kept[0], "value": {"receptive_field": 7}}))
+    assert receptive_field_of(load_bundle(scripted_bundle)) == 7
+
+
+def test_a_scripted_model_that_cannot_load_is_an_error_not_a_default_halo(private_cache,
+                                                                         scripted_bundle):
+    from pipeline.run.plan import _measured_receptive_field, receptive_field_of
+    from segcore.errors import ModelError
+
+    _measured_receptive_field.cache_clear()
+    bundle = load_bundle(scripted_bundle)
+    bundle.weights_path.write_bytes(b"not a TorchScript archive")
+    with pytest.raises(ModelError, match="scripted"):
+        receptive_field_of(bundle)
+    assert not list(private_cache.glob("*.json"))
