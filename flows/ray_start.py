@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.environment import silence_library_logs
-from pipeline.inference.runtime import ensure_ray, in_background
+from pipeline.inference.runtime import ensure_ray, in_background, stop_local_ray
 
 
 def worth_starting(inputs: list[str], out: Any) -> bool:
@@ -106,9 +106,7 @@ class RayStart:
         (tests, notebooks) or a cluster that was joined is left as it was. Called by the
         command itself: Ray's own exit hook would first wait another 0.5 s."""
         if self._ray is not None and self._ray.exception() is None and self._ray.result():
-            import ray
-
-            ray.shutdown()
+            stop_local_ray()
 
 
 def begin(inputs: list[str], out: Any, address: str | None, *, quiet: bool = True,

@@ -171,6 +171,35 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> di
     return ray.cluster_resources()
 
 
+def stop_local_ray() -> None:
+    """``ray.shutdown()`` of a runtime this process started, without Ray's one-second wait
+    for its autoscaler monitor.
+
+    Ray stops the node's processes one kind at a time, each with SIGTERM and up to 1 s of
+    waiting before SIGKILL. The monitor (a local runtime has no autoscaler to run) does not
+    exit on SIGTERM once the GCS is gone, so every shutdown waited the full second for it
+    (measured: raylet 0.12 s, GCS 0.03 s, monitor 1.02 s, the rest 0.05 s); asked first,
+    it takes 0.8 s and prints a traceback through the raylet. It is killed here, as Ray
+    kills it after the wait; the other processes stop as Ray stops them.
+    """
+    import ray
+
+    try:  # Ray's private node handle: the processes this process started (none when joined)
+        node = ray._private.worker._global_node
+        monitors = node.all_processes.get("monitor", []) if node is not None and node.head else []
+    except AttributeError:  # another Ray version: its own shutdown only
+        monitors = []
+    for info in monitors:
+        process = getattr(info, "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            try:
+                process.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - Ray's shutdown reaps it in any case
+                pass
+    ray.shutdown()
+
+
 class _RayThread:
     """The process's Ray thread: runs submitted calls in order, then waits for more."""
 

@@ -195,3 +195,46 @@ def test_main_called_from_code_keeps_the_normal_exit(monkeypatch):
         flows.cli.main()
     assert done.value.code in (0, None)
     assert not getattr(fast_exit.arm, "armed", False) and fast_exit._STATUS == []
+
+
+_CLOSE = r"""
+import json, sys, time
+import ray
+from flows.ray_start import RayStart
+
+start = RayStart(None, quiet=True)
+start._ray.result(timeout=180)
+node = ray._private.worker._global_node
+procs = {kind: [i.process for i in infos] for kind, infos in node.all_processes.items()}
+seen = {}
+real_shutdown = ray.shutdown
+
+def shutdown(*args, **kwargs):
+    seen["monitor_alive_at_shutdown"] = [p.poll() is None for p in procs.get("monitor", [])]
+    return real_shutdown(*args, **kwargs)
+
+ray.shutdown = shutdown
+t = time.perf_counter()
+start.close()
+seen["close_s"] = time.perf_counter() - t
+seen["alive_after"] = sorted(k for k, ps in procs.items() if any(p.poll() is None for p in ps))
+seen["kinds"] = sorted(procs)
+print(json.dumps(seen))
+"""
+
+
+def test_closing_a_local_runtime_does_not_wait_for_its_autoscaler_monitor(tmp_path):
+    """Ray's shutdown gives each of its processes up to 1 s after SIGTERM, and the monitor
+    of a local runtime takes all of it: it is stopped before Ray's shutdown begins, and
+    nothing of the runtime runs afterwards."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir=_TMP))  # short: Ray's socket paths
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", _CLOSE], capture_output=True, text=True,
+                          env=env, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "monitor" in seen["kinds"] and "raylet" in seen["kinds"], seen
+    assert seen["monitor_alive_at_shutdown"] == [False], seen
+    assert seen["alive_after"] == [], seen
+    assert "autoscaler failed" not in proc.stderr, proc.stderr[-2000:]
