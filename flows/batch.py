@@ -23,7 +23,6 @@ from typing import Any
 
 from pipeline.bundle import ModelBundle
 from pipeline.formats import Scene
-from pipeline.formats.stac import write_run_catalog
 from pipeline.inference.tile_pool import TilePool
 from pipeline.options import RunOptions
 from pipeline.report.batch import BatchRow, skipped_rows, write_batch
@@ -111,7 +110,10 @@ def run_batch(scenes: list[Scene], out_dir: Path, labels: dict, *,
 
     rows = in_flight(one, scenes, limit)
     write_batch(out_dir, rows, model=model, skipped=left_out)
-    write_run_catalog(out_dir, rows, model=model)  # STAC scenes: catalog.json
+    if any(row.kind == "stac" for row in rows):  # catalog.json: STAC scenes only
+        from pipeline.formats.stac import write_run_catalog  # imports the GeoTIFF reader
+
+        write_run_catalog(out_dir, rows, model=model)
     return BatchResult(rows, errors, left_out)
 
 

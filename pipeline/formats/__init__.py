@@ -31,6 +31,12 @@ _WHERE = {  # in the order formats claim files (DICOM last: it claims files by c
     "stac": ("pipeline.formats.stac", "STAC"),
     "dicom": ("pipeline.formats.dicom", "DICOM"),
 }
+_ENDINGS = {  # the name endings a format can claim (its ``suffixes``), known before its
+    # import: a NIfTI run does not import the GeoTIFF reader (rasterio) to be told "no"
+    "geotiff": (".tif", ".tiff"),
+    "nifti": (".nii", ".nii.gz"),
+    "stac": (".json",),
+}  # DICOM: any name
 
 
 @functools.cache
@@ -63,5 +69,8 @@ def format_of(scene: Scene) -> SceneFormat:
 
 def identify(path: Path) -> SceneFormat | None:
     """The first registered format that claims the file ``path``, or None. Formats
-    after the one that claims it are not imported."""
-    return next((f for f in map(_load, _WHERE) if f.identify(path)), None)
+    after the one that claims it, and formats whose name endings it lacks, are not
+    imported."""
+    name = path.name.lower()
+    maybe = (n for n in _WHERE if n not in _ENDINGS or name.endswith(_ENDINGS[n]))
+    return next((f for f in map(_load, maybe) if f.identify(path)), None)
