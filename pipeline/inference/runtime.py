@@ -185,9 +185,12 @@ def stop_local_ray() -> None:
     import ray
 
     try:  # Ray's private node handle: the processes this process started (none when joined)
+        from ray._private.ray_constants import PROCESS_TYPE_MONITOR
+
         node = ray._private.worker._global_node
-        monitors = node.all_processes.get("monitor", []) if node is not None and node.head else []
-    except AttributeError:  # another Ray version: its own shutdown only
+        monitors = (node.all_processes.get(PROCESS_TYPE_MONITOR, [])
+                    if node is not None and node.head else [])
+    except (AttributeError, ImportError):  # another Ray version: its own shutdown only
         monitors = []
     for info in monitors:
         process = getattr(info, "process", None)
