@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 TOLERANCE = 0.10  # relative difference of the pixel sizes that is still a match
@@ -29,7 +31,7 @@ def scene_gsd_m(crs_wkt: str, transform: tuple[float, ...], shape: tuple[int, in
         return None
     r, c = shape[0] // 2, shape[1] // 2
     areas = GroundAreas(crs_wkt, tuple(transform)[:6], is_geographic, linear_unit_m)
-    area = float(areas((slice(r, r + 1), slice(c, c + 1))).ravel()[0])
+    area = float(np.asarray(areas((slice(r, r + 1), slice(c, c + 1)))).ravel()[0])
     return math.sqrt(area) if area > 0 else None
 
 

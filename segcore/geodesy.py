@@ -51,6 +51,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from dataclasses import dataclass
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,7 +62,10 @@ __all__ = [
     "WGS84",
     "ellipsoid_from_wkt",
     "ellipsoid_surface_area",
+    "equal_area_plane",
     "geographic_row_areas",
+    "CellAreas",
+    "node_grid_cell_areas",
     "node_grid_pixel_areas",
     "pixel_areas",
     "quad_areas",
@@ -287,6 +291,177 @@ def quad_areas(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     d1x, d1y = x[1:, 1:] - x[:-1, :-1], y[1:, 1:] - y[:-1, :-1]
     d2x, d2y = x[:-1, 1:] - x[1:, :-1], y[:-1, 1:] - y[1:, :-1]
     return 0.5 * np.abs(d1x * d2y - d1y * d2x)
+
+
+def equal_area_plane(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float, *,
+                     a: float, rf: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lambert azimuthal equal-area coordinates (m) of points on an ellipsoid.
+
+    The points go to the authalic sphere (radius ``Rq``, authalic latitude ``beta``:
+    Snyder 1987, eqs. 3-11 and 3-12), then to the sphere's Lambert azimuthal plane
+    centred on ``(lon0, lat0)`` (eqs. 24-13 to 24-19 without the factor ``D``, which
+    changes shapes near the centre, not areas). Areas in the plane are areas on the
+    ellipsoid; distortion of shape grows away from the centre.
+
+    Parameters
+    ----------
+    lon, lat : ndarray of float
+        Degrees, any equal shapes.
+    lon0, lat0 : float
+        The centre, degrees.
+    a, rf : float
+        Semi-major axis (m) and inverse flattening (0 or inf: a sphere).
+
+    Returns
+    -------
+    x, y : ndarray of float64, shaped as ``lon``
+
+    Examples
+    --------
+    >>> x, y = equal_area_plane(np.array([0.0, 1.0]), np.array([0.0, 0.0]), 0.0, 0.0,
+    ...                         a=6378137.0, rf=0.0)
+    >>> x.round(3).tolist(), y.tolist()  # on a sphere, along the equator: 2 R sin(0.5 deg)
+    ([0.0, 111318.078], [0.0, 0.0])
+    """
+    _check_ellipsoid(a, rf)
+    e2 = _eccentricity_squared(rf)
+
+    def sin_beta(lat_deg: np.ndarray) -> np.ndarray:
+        s = np.sin(np.radians(lat_deg))
+        if e2 == 0.0:
+            return s
+        e = math.sqrt(e2)
+        q = (1.0 - e2) * (s / (1.0 - e2 * s * s) + np.arctanh(e * s) / e)
+        return np.clip(q / qp, -1.0, 1.0)
+
+    e = math.sqrt(e2)
+    qp = 2.0 if e2 == 0.0 else (1.0 - e2) * (1.0 / (1.0 - e2) + math.atanh(e) / e)
+    radius = a * math.sqrt(0.5 * qp)
+    sb, sb0 = sin_beta(np.asarray(lat, np.float64)), float(sin_beta(np.float64(lat0)))
+    cb, cb0 = np.sqrt((1.0 - sb) * (1.0 + sb)), math.sqrt((1.0 - sb0) * (1.0 + sb0))
+    dl = np.radians(np.asarray(lon, np.float64) - lon0)
+    cos_dl = np.cos(dl)
+    k = radius * np.sqrt(2.0 / (1.0 + sb0 * sb + cb0 * cb * cos_dl))
+    return k * cb * np.sin(dl), k * (cb0 * sb - sb0 * cb * cos_dl)
+
+
+@dataclass(frozen=True, eq=False)
+class CellAreas:
+    """Pixel areas that are linear within each cell of a node grid, kept per cell.
+
+    The area of pixel ``(i, j)`` (block-local row and column) in cell ``(I, J)`` is
+    ``const[I, J] + per_col[I, J] * j + per_row[I, J] * i``; ``np.asarray`` gives
+    every pixel's area. Summed over the pixels of a class, it needs only the class
+    counts per pixel row and cell column and per cell row and pixel column
+    (:meth:`class_sizes`), not an area per pixel.
+
+    Attributes
+    ----------
+    row_nodes : (n + 1,) ndarray of intp
+        First pixel row of each cell row, then the block's height.
+    col_nodes : (m + 1,) ndarray of intp
+        Likewise for the columns.
+    const, per_col, per_row : (n, m) ndarray of float64
+        The linear terms of each cell.
+
+    Examples
+    --------
+    >>> cells = CellAreas(np.array([0, 2]), np.array([0, 3]), np.array([[1.0]]),
+    ...                   np.array([[0.5]]), np.array([[2.0]]))
+    >>> np.asarray(cells)
+    array([[1. , 1.5, 2. ],
+           [3. , 3.5, 4. ]])
+    """
+
+    row_nodes: np.ndarray
+    col_nodes: np.ndarray
+    const: np.ndarray
+    per_col: np.ndarray
+    per_row: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the block."""
+        return int(self.row_nodes[-1]), int(self.col_nodes[-1])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        hs, ws = np.diff(self.row_nodes), np.diff(self.col_nodes)
+        h, w = self.shape
+
+        def spread(terms: np.ndarray) -> np.ndarray:
+            return np.repeat(np.repeat(terms, hs, axis=0), ws, axis=1)
+
+        out = (spread(self.const) + spread(self.per_col) * np.arange(w, dtype=np.float64)
+               + spread(self.per_row) * np.arange(h, dtype=np.float64)[:, None])
+        return out if dtype is None else out.astype(dtype)
+
+    def class_sizes(self, by_row: np.ndarray, by_col: np.ndarray) -> np.ndarray:
+        """Summed area per class from class counts per pixel row and cell column,
+        ``by_row`` ``(K, h, m)``, and per cell row and pixel column, ``by_col``
+        ``(K, n, w)``; returns ``(K,)`` float64.
+
+        A pixel's area is ``const + per_row * i`` of its cell, which ``by_row`` weighs
+        per pixel row, plus ``per_col * j``, which ``by_col`` weighs per pixel column.
+
+        Examples
+        --------
+        >>> cells = CellAreas(np.array([0, 1, 2]), np.array([0, 2]), np.array([[1.0], [3.0]]),
+        ...                   np.array([[0.5], [0.5]]), np.array([[0.0], [0.0]]))
+        >>> labels = np.array([[0, 1], [1, 1]])  # areas [[1, 1.5], [3, 3.5]]
+        >>> by_row = np.stack([(labels == c).sum(axis=1, keepdims=True) for c in (0, 1)])
+        >>> by_col = np.stack([(labels == c) for c in (0, 1)]).astype(int)  # cells of 1 row
+        >>> cells.class_sizes(by_row, by_col)
+        array([1., 8.])
+        """
+        h, w = self.shape
+        cell_of_row = np.repeat(np.arange(len(self.row_nodes) - 1), np.diff(self.row_nodes))
+        cell_of_col = np.repeat(np.arange(len(self.col_nodes) - 1), np.diff(self.col_nodes))
+        row_terms = (self.const[cell_of_row]
+                     + self.per_row[cell_of_row] * np.arange(h, dtype=np.float64)[:, None])
+        col_terms = self.per_col[:, cell_of_col] * np.arange(w, dtype=np.float64)
+        k = len(by_row)
+        return (by_row.reshape(k, -1).astype(np.float64) @ row_terms.ravel()
+                + by_col.reshape(k, -1).astype(np.float64) @ col_terms.ravel())
+
+
+def node_grid_cell_areas(
+    x: np.ndarray, y: np.ndarray, row_nodes: np.ndarray, col_nodes: np.ndarray
+) -> CellAreas | None:
+    """:func:`node_grid_pixel_areas` as linear terms per cell (:class:`CellAreas`).
+
+    Returns None where a cell's area changes sign between its pixels (a folded grid:
+    take :func:`node_grid_pixel_areas`). Cells next to a non-finite node get
+    non-finite terms.
+
+    Examples
+    --------
+    >>> x, y = np.meshgrid([0.0, 4.0, 6.0], [0.0, 2.0])  # cells of 2 x 4 and 2 x 2 px
+    >>> cells = node_grid_cell_areas(x, y, np.array([0, 2]), np.array([0, 4, 6]))
+    >>> np.asarray(cells)
+    array([[1., 1., 1., 1., 1., 1.],
+           [1., 1., 1., 1., 1., 1.]])
+    """
+    x, y = _check_nodes(x, y)
+    rn, cn = _check_nodes_at("row_nodes", row_nodes, x.shape[0]), \
+        _check_nodes_at("col_nodes", col_nodes, x.shape[1])
+    ax, ay = x[:-1, 1:] - x[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]
+    bx, by = x[1:, :-1] - x[:-1, :-1], y[1:, :-1] - y[:-1, :-1]
+    dx = x[1:, 1:] - x[1:, :-1] - ax
+    dy = y[1:, 1:] - y[1:, :-1] - ay
+    c0, cu, cv = ax * by - ay * bx, ax * dy - ay * dx, dx * by - dy * bx
+    h, w = np.diff(rn).astype(np.float64)[:, None], np.diff(cn).astype(np.float64)[None, :]
+    base = (c0 + 0.5 * cu / w + 0.5 * cv / h) / (h * w)  # at the cell's first pixel centre
+    per_col, per_row = cu / (h * w * w), cv / (h * h * w)
+    # the determinant is linear in the cell: its sign is its sign at the corner pixels
+    corners = [base + per_col * du + per_row * dv for du in (0, w - 1) for dv in (0, h - 1)]
+    with np.errstate(invalid="ignore"):
+        low, high = np.minimum.reduce(corners), np.maximum.reduce(corners)
+        if np.any((low < 0) & (high > 0)):
+            return None
+        sign = np.where(high > 0, 1.0, -1.0)
+    base, per_col, per_row = base * sign, per_col * sign, per_row * sign
+    const = base - per_col * cn[:-1][None, :] - per_row * rn[:-1][:, None]
+    return CellAreas(rn, cn, const, per_col, per_row)
 
 
 def node_grid_pixel_areas(

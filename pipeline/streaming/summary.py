@@ -21,6 +21,7 @@ import zarr
 
 from pipeline.blockmap import BlockMap, serial
 from pipeline.store import iter_blocks
+from segcore.geodesy import CellAreas
 
 
 _SCRATCH = threading.local()
@@ -44,8 +45,9 @@ class SizeUnit(str, Enum):
     VOLUME_ML = "volume_ml"
 
 
-BlockSizes = Callable[[tuple[slice, ...]], np.ndarray]
-"""Physical size of every pixel of a block ``key``: an array broadcastable to the block."""
+BlockSizes = Callable[[tuple[slice, ...]], "np.ndarray | CellAreas"]
+"""Physical size of every pixel of a block ``key``: an array broadcastable to the block, or
+sizes linear per cell (:class:`~segcore.geodesy.CellAreas`; ``np.asarray`` gives the array)."""
 
 
 @dataclass
@@ -89,25 +91,44 @@ class ClassTotals:
             weights = np.broadcast_to(sizes, labels.shape)
             self.size += np.bincount(lab.ravel(), weights=weights.ravel(), minlength=k + 1)[:k]
 
-    def add_plane(self, labels: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        """Add a 2-D block ``(h, w)``; returns its per-row class counts ``(h, k + 1)``.
+    def add_plane(self, labels: np.ndarray,
+                  sizes: np.ndarray | CellAreas) -> tuple[np.ndarray, np.ndarray | None]:
+        """Add a 2-D block ``(h, w)``; returns its class counts per row ``(h, k + 1)``, and
+        per column ``(w, k + 1)`` when it counted them (None otherwise).
 
         One ``bincount`` of ``row * (k + 1) + class`` gives the counts per row (column
         ``k``: nodata and anything above), which the sizes are summed by as well: per row
         for a size per row (geographic grids), per row then over the rows for a size per
-        pixel. The caller may reuse the table (the tile workers' segment boxes).
+        pixel. Sizes linear per cell (:class:`~segcore.geodesy.CellAreas`, projected
+        grids) are summed from class counts per pixel row and cell column and per cell
+        row and pixel column (:func:`_cell_tables`), without a size per pixel; these
+        give the counts per column too. The caller may reuse the tables (the tile
+        workers' segment boxes).
 
         Examples
         --------
         >>> t = ClassTotals(2)
-        >>> t.add_plane(np.array([[0, 1], [1, 255]]), np.array([[1.0, 2.0], [3.0, 4.0]]))
-        array([[1, 1, 0],
-               [0, 1, 1]])
+        >>> rows, cols = t.add_plane(np.array([[0, 1], [1, 255]]),
+        ...                          np.array([[1.0, 2.0], [3.0, 4.0]]))
+        >>> rows, cols
+        (array([[1, 1, 0],
+               [0, 1, 1]]), None)
         >>> t.pixels.tolist(), t.size.tolist(), t.nodata_pixels
         ([1, 2], [1.0, 5.0], 1)
         """
         k = self.num_classes
         h, w = np.shape(labels)
+        if isinstance(sizes, CellAreas):
+            tables = _cell_tables(labels, k, sizes) if sizes.shape == (h, w) else None
+            if tables is not None:
+                by_row, by_col = tables
+                rows, cols = by_row.sum(axis=2).T, by_col.sum(axis=1).T
+                counts = rows.sum(axis=0)
+                self.nodata_pixels += int(counts[k])
+                self.pixels += counts[:k]
+                self.size += sizes.class_sizes(by_row, by_col)[:k]
+                return rows, cols
+            sizes = np.asarray(sizes)
         idx = index_scratch((h, w))
         np.add(np.minimum(labels, k), (np.arange(h, dtype=np.intp) * (k + 1))[:, None], out=idx,
                casting="unsafe")
@@ -125,7 +146,7 @@ class ClassTotals:
             weights = (sizes if sizes.shape == (h, w) else np.broadcast_to(sizes, (h, w))).ravel()
             per_row = np.bincount(flat, weights=weights, minlength=h * (k + 1))
             self.size += per_row.reshape(h, k + 1)[:, :k].sum(axis=0)
-        return rows
+        return rows, None
 
     def merge(self, other: ClassTotals) -> ClassTotals:
         """Add ``other``'s counts into this one (in place); returns self."""
@@ -140,6 +161,70 @@ class ClassTotals:
             name: {"pixels": int(self.pixels[i]), self.unit.value: float(self.size[i])}
             for i, name in enumerate(names)
         }
+
+
+PLANE_CLASSES = 8
+"""Up to this many classes (nodata included) are counted one class plane at a time."""
+
+
+def _cell_tables(labels: np.ndarray, k: int,
+                 cells: CellAreas) -> tuple[np.ndarray, np.ndarray] | None:
+    """Class counts of ``labels`` ``(h, w)`` (``k``: nodata and above) per pixel row and
+    cell column ``(k + 1, h, m)`` and per cell row and pixel column ``(k + 1, n, w)``;
+    None when the tables would outgrow the block (many classes and cells).
+
+    Up to :data:`PLANE_CLASSES` classes, each class's pixels are summed over the cells'
+    rows of the block and of its transpose (1.1 ms a 512² block of 6 classes, against
+    2.8-3.7 ms for two ``bincount`` of ``(row, cell, class)`` indices, which more
+    classes take).
+    """
+    h, w = labels.shape
+    rn, cn = cells.row_nodes, cells.col_nodes
+    n, m, width = len(rn) - 1, len(cn) - 1, k + 1
+    if width <= PLANE_CLASSES:
+        across = np.ascontiguousarray(labels.T)  # rows of the transpose: the block's columns
+        by_row, by_col = np.empty((width, m, h), np.int64), np.empty((width, n, w), np.int64)
+        plane, plane_t = np.empty((h, w), bool), np.empty((w, h), bool)
+        for c in range(width):
+            (np.equal if c < k else np.greater_equal)(labels, c, out=plane)
+            (np.equal if c < k else np.greater_equal)(across, c, out=plane_t)
+            _cell_sums(plane.view(np.uint8), rn, out=by_col[c])
+            _cell_sums(plane_t.view(np.uint8), cn, out=by_row[c])
+        return by_row.transpose(0, 2, 1), by_col
+    if (h * m + n * w) * width > 4 * h * w:
+        return None
+    lab = np.minimum(labels, k)
+    idx = index_scratch((h, w))
+    np.add(lab, (np.arange(h, dtype=np.intp) * (m * width))[:, None], out=idx, casting="unsafe")
+    idx += np.repeat(np.arange(m, dtype=np.intp) * width, np.diff(cn))
+    by_row = np.bincount(idx.ravel(), minlength=h * m * width).reshape(h, m, width)
+    np.add(lab, np.repeat(np.arange(n, dtype=np.intp) * (w * width), np.diff(rn))[:, None],
+           out=idx, casting="unsafe")
+    idx += np.arange(w, dtype=np.intp) * width
+    by_col = np.bincount(idx.ravel(), minlength=n * w * width).reshape(n, w, width)
+    return by_row.transpose(2, 0, 1), by_col.transpose(2, 0, 1)
+
+
+def _cell_sums(plane: np.ndarray, nodes: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Sums of the rows of ``plane`` ``(H, W)`` (0/1 as uint8) within each cell between
+    ``nodes`` into ``out`` ``(len(nodes) - 1, W)``: the leading cells of equal height at
+    once, in uint8 while a cell has at most 255 rows, the others one by one.
+
+    Examples
+    --------
+    >>> plane = np.array([[1, 0], [1, 1], [0, 1]], np.uint8)
+    >>> _cell_sums(plane, np.array([0, 2, 3]), out=np.empty((2, 2), np.int64))
+    array([[2, 1],
+           [0, 1]])
+    """
+    steps = np.diff(nodes)
+    step = int(steps[0])
+    same = len(steps) if (steps == step).all() else int(np.argmin(steps == step))
+    lead = plane[: same * step].reshape(same, step, plane.shape[1])
+    out[:same] = np.add.reduce(lead, axis=1, dtype=np.uint8 if step <= 255 else np.int64)
+    for cell in range(same, len(steps)):
+        out[cell] = plane[nodes[cell]:nodes[cell + 1]].sum(axis=0, dtype=np.int64)
+    return out
 
 
 def _block_totals(key: tuple[slice, ...], semantic: zarr.Array, num_classes: int,

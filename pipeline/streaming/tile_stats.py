@@ -53,8 +53,8 @@ def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
     totals = ClassTotals(spec.num_classes, spec.unit)
     origin = tuple(s.start for s in key)
     if labels.ndim == 2 and labels.dtype.kind == "u" and valid.all():
-        rows = totals.add_plane(labels, spec.sizes(key))
-        stuff = _plane_stuff(spec, labels, rows, origin)
+        rows, cols = totals.add_plane(labels, spec.sizes(key))
+        stuff = _plane_stuff(spec, labels, rows, cols, origin)
         if stuff is not None:
             return totals, stuff
     else:
@@ -65,20 +65,23 @@ def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
 
 
 def _plane_stuff(spec: TileStatsSpec, labels: np.ndarray, rows: np.ndarray,
-                 origin: tuple[int, ...]) -> FusionStats | None:
-    """The stuff statistics of an all-valid 2-D core from its per-row class counts ``rows``
-    ``(h, k + 1)`` (:meth:`ClassTotals.add_plane`) and one more ``bincount`` for the
-    columns; None when a label other than nodata lies at or above ``k`` (the table lumps
-    those together; :meth:`FusionStats.add` counts them one by one)."""
+                 columns: np.ndarray | None, origin: tuple[int, ...]) -> FusionStats | None:
+    """The stuff statistics of an all-valid 2-D core from its class counts per row ``rows``
+    ``(h, k + 1)`` and per column ``columns`` ``(w, k + 1)`` (:meth:`ClassTotals.add_plane`;
+    one more ``bincount`` when it gave no columns); None when a label other than nodata
+    lies at or above ``k`` (the table lumps those together; :meth:`FusionStats.add`
+    counts them one by one)."""
     k = spec.num_classes
     above = int(rows[:, k].sum())
     if above and above != np.count_nonzero(labels == spec.nodata):
         return None
     h, w = labels.shape
-    idx = index_scratch((h, w))  # the rows' indices are used up: add_plane returned
-    np.add(np.minimum(labels, k), np.arange(w, dtype=np.intp) * (k + 1), out=idx,
-           casting="unsafe")
-    cols = np.bincount(idx.ravel(), minlength=w * (k + 1)).reshape(w, k + 1)[:, :k] > 0
+    if columns is None:
+        idx = index_scratch((h, w))  # the rows' indices are used up: add_plane returned
+        np.add(np.minimum(labels, k), np.arange(w, dtype=np.intp) * (k + 1), out=idx,
+               casting="unsafe")
+        columns = np.bincount(idx.ravel(), minlength=w * (k + 1)).reshape(w, k + 1)
+    cols = columns[:, :k] > 0
     in_rows = rows[:, :k] > 0
     counts = rows[:, :k].sum(axis=0)
     seen = np.flatnonzero(counts)

@@ -16,6 +16,7 @@ from pipeline.store import SEMANTIC, VALID, open_store, semantic_dtype
 from pipeline.streaming.panoptic import fusion_stats
 from pipeline.streaming.tile_stats import TileStatsSpec, count_core, merge_tiles
 from pipeline.streaming.summary import ClassTotals, SizeUnit
+from segcore.geodesy import CellAreas
 from segcore.panoptic.fusion import FusionStats, decide, segments_table
 
 
@@ -110,15 +111,24 @@ def _reference(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray, key, 
     return pixels, size, stuff
 
 
+def _cells(rng, shape: tuple[int, int]) -> CellAreas:
+    """Sizes linear per cell on uneven cells (7 px, then the rest), as projected grids get."""
+    rn, cn = (np.r_[np.arange(0, n, 7), n] for n in shape)
+    terms = (len(rn) - 1, len(cn) - 1)
+    return CellAreas(rn, cn, rng.random(terms) * 50 + 100, rng.random(terms) * 0.1,
+                     rng.random(terms) * -0.1)
+
+
 @pytest.mark.parametrize("dtype, nodata", [(np.uint8, 255), (np.uint16, 65535)])
-@pytest.mark.parametrize("sizes", ["pixel", "row", "one"])
+@pytest.mark.parametrize("sizes", ["pixel", "row", "one", "cells"])
 @pytest.mark.parametrize("case", ["dense", "few", "stray", "invalid", "empty"])
-def test_plane_counts_equal_the_general_paths(dtype, nodata, sizes, case):
+@pytest.mark.parametrize("k", [6, 12])  # class planes, or a bincount of (row, cell, class)
+def test_plane_counts_equal_the_general_paths(dtype, nodata, sizes, case, k):
     """The all-valid 2-D fast path (one table per row and one per column) counts what the
     general paths count; a stray label above the classes or an invalid pixel takes the
     general path."""
-    rng = np.random.default_rng(hash((sizes, case)) % 2**32)
-    k, shape, key = 6, (37, 53), (slice(100, 137), slice(40, 93))
+    rng = np.random.default_rng(hash((sizes, case, k)) % 2**32)
+    shape, key = (37, 53), (slice(100, 137), slice(40, 93))
     labels = rng.integers(0, k, shape).astype(dtype)
     if case == "few":  # two classes in opposite corners, nodata elsewhere
         labels[:] = nodata
@@ -132,7 +142,7 @@ def test_plane_counts_equal_the_general_paths(dtype, nodata, sizes, case):
         valid[:, :4] = False
         labels[:, :4] = nodata
     per = {"pixel": rng.random(shape) * 50 + 100, "row": rng.random((shape[0], 1)) * 50 + 100,
-           "one": np.float64(100.0)}[sizes]
+           "one": np.float64(100.0), "cells": _cells(rng, shape)}[sizes]
     spec = TileStatsSpec(k, SizeUnit.AREA_M2, lambda _: per, nodata)
     totals, stuff = count_core(spec, labels, valid, key)
     pixels, size, expected = _reference(spec, labels, valid, key, per)
@@ -154,3 +164,19 @@ def test_tile_totals_are_the_block_totals_bit_for_bit():
     block = ClassTotals(4)
     block.add(labels, per)
     assert totals.size.tobytes() == block.size.tobytes()
+
+
+@pytest.mark.parametrize("k", [4, 12])
+def test_tile_totals_are_the_block_totals_bit_for_bit_on_cells(k):
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, k, (64, 64)).astype(np.uint8)
+    cells = _cells(rng, labels.shape)
+    spec = TileStatsSpec(k, SizeUnit.AREA_M2, lambda _: cells, 255)
+    totals, _ = count_core(spec, labels, np.ones(labels.shape, bool),
+                           (slice(0, 64), slice(0, 64)))
+    block = ClassTotals(k)
+    block.add(labels, cells)
+    assert totals.size.tobytes() == block.size.tobytes()
+    dense = ClassTotals(k)
+    dense.add(labels, np.asarray(cells))  # an area per pixel: the same up to rounding
+    np.testing.assert_allclose(totals.size, dense.size, rtol=1e-12)
