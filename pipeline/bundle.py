@@ -397,7 +397,7 @@ def load_network(bundle: ModelBundle) -> torch.nn.Module:
             f"model '{spec.name}': cannot load {bundle.weights_path.name}: {exc}"
         ) from exc
     if spec.input.axcodes:  # the model's own axis order (MONAI Orientationd)
-        from pipeline.model_sources.monai_transforms import OrientedNetwork
+        from pipeline.model_sources.oriented_network import OrientedNetwork
 
         net = OrientedNetwork(net, spec.input.axcodes)
     if hasattr(net, "eval") and spec.format not in (ModelFormat.EXPORT, ModelFormat.ONNX):

@@ -10,7 +10,8 @@ is a small pure function of its parameters that updates an :class:`InputPolicy`,
   ``CastToTyped`` (to a float type): nothing to do (segpipe reads the volume channel-first
   as float32 itself).
 * ``Orientationd(axcodes)``: the model sees each window in that orientation
-  (:class:`OrientedNetwork` permutes/flips the canonical (S, A, R) window and the output back).
+  (:class:`~pipeline.model_sources.oriented_network.OrientedNetwork` permutes/flips the
+  canonical (S, A, R) window and the output back).
 * ``Spacingd(pixdim)``: the model's voxel spacing, in canonical (z, y, x) order.
 * ``ScaleIntensityRanged``: a fixed linear map (mean/std), and its ``clip``.
 * ``NormalizeIntensityd`` / ``ScaleIntensityd``: fixed values where given, else the
@@ -25,8 +26,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import torch
 
 from pipeline.bundle import SceneStatistics
 from segcore.errors import ModelError
@@ -89,36 +88,6 @@ def axis_map(axcodes: str) -> tuple[tuple[int, ...], tuple[bool, ...]]:
         raise TransformError(f"Orientationd axcodes must name each of L/R, A/P, S/I once, "
                              f"got {axcodes!r}")
     return tuple(axes), tuple(flips)
-
-
-class OrientedNetwork(torch.nn.Module):
-    """A 3-D network that expects its windows in ``axcodes`` orientation, fed segpipe's
-    canonical ``(B, C, z, y, x)`` = (S, A, R) windows; its outputs come back canonical.
-
-    Flipping a window is exact: every window is flipped as the whole volume would be.
-    """
-
-    def __init__(self, net: torch.nn.Module, axcodes: str) -> None:
-        super().__init__()
-        self.net = net
-        axes, flips = axis_map(axcodes)
-        self.to_model = [0, 1, *(2 + j for j in axes)]
-        self.to_canonical = [0, 1, *(2 + axes.index(j) for j in range(3))]
-        self.flips = [2 + i for i, f in enumerate(flips) if f]
-
-    def _back(self, y: torch.Tensor) -> torch.Tensor:
-        if self.flips:
-            y = y.flip(self.flips)
-        return y.permute(self.to_canonical)
-
-    def forward(self, x: torch.Tensor) -> Any:
-        x = x.permute(self.to_model)
-        if self.flips:
-            x = x.flip(self.flips)
-        out = self.net(x.contiguous())
-        if isinstance(out, dict):
-            return {k: self._back(v) for k, v in out.items()}
-        return self._back(out)
 
 
 # --- parameters ------------------------------------------------------------------------
