@@ -287,3 +287,16 @@ def test_scene_statistics_equal_monai_on_the_whole_volume(tmp_path, params):
     want = np.asarray(ConfigParser({"t": {**params, "keys": "image"}}).get_parsed_content("t")(
         {"image": torch.from_numpy(image.copy())})["image"])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_asking_the_model_sources_does_not_import_torch():
+    """Which source claims a model, and a MONAI bundle's transform table, need no torch
+    (about 2 s of imports); only building the network does."""
+    code = ("import sys\n"
+            "import pipeline.model_sources as m\n"
+            "from pipeline.model_sources.monai_transforms import PREPROCESSING\n"
+            "m.sources()\n"
+            "print(sorted(n for n in sys.modules if n == 'torch' or n.startswith('torch.')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], check=True)
+    assert done.stdout.strip() == "[]", done.stdout[:300]
