@@ -181,6 +181,8 @@ def _cell_tables(labels: np.ndarray, k: int,
     h, w = labels.shape
     rn, cn = cells.row_nodes, cells.col_nodes
     n, m, width = len(rn) - 1, len(cn) - 1, k + 1
+    if (h * m + n * w) * width > 4 * h * w:  # cells of a few pixels: an area per pixel
+        return None
     if width <= PLANE_CLASSES:
         across = np.ascontiguousarray(labels.T)  # rows of the transpose: the block's columns
         by_row, by_col = np.empty((width, m, h), np.int64), np.empty((width, n, w), np.int64)
@@ -191,8 +193,6 @@ def _cell_tables(labels: np.ndarray, k: int,
             _cell_sums(plane.view(np.uint8), rn, out=by_col[c])
             _cell_sums(plane_t.view(np.uint8), cn, out=by_row[c])
         return by_row.transpose(0, 2, 1), by_col
-    if (h * m + n * w) * width > 4 * h * w:
-        return None
     lab = np.minimum(labels, k)
     idx = index_scratch((h, w))
     np.add(lab, (np.arange(h, dtype=np.intp) * (m * width))[:, None], out=idx, casting="unsafe")

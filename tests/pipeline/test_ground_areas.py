@@ -114,3 +114,28 @@ def test_class_areas_in_web_mercator_are_ground_areas(tmp_path) -> None:
     assert totals.size[0] == pytest.approx(left, rel=TOLERANCE)
     assert totals.size[1] < 0.3 * 256 * 128 * 20.0**2  # the planar map area is ~4x larger
     assert ground_areas(info).is_geographic is False
+
+
+def test_pixels_past_the_projections_domain_keep_their_planar_area() -> None:
+    """An orthographic grid that runs past the horizon: corners PROJ cannot place give
+    their cells the planar map area; the others are ground areas (larger than the map's
+    towards the limb) and match their geodesic polygons."""
+    crs = CRS.from_proj4("+proj=ortho +lat_0=0 +lon_0=0 +ellps=WGS84 +units=m")
+    pixel = 20_000.0  # x from 4,000 to 9,120 km: the horizon lies near 6,378 km
+    transform = (pixel, 0.0, 4_000_000.0, 0.0, -pixel, 2_000_000.0)
+    areas = np.asarray(GroundAreas(crs.to_wkt(), transform, False, 1.0)(
+        (slice(0, 128), slice(0, 256))))
+    assert areas.shape == (128, 256) and np.isfinite(areas).all()
+    to_geo = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    col, row = np.meshgrid(np.arange(257.0), np.arange(129.0))
+    lon, lat = to_geo.transform(4_000_000.0 + pixel * col, 2_000_000.0 - pixel * row,
+                                errcheck=False)
+    placed = np.isfinite(np.asarray(lon)) & np.isfinite(np.asarray(lat))
+    corners = placed[:-1, :-1] & placed[1:, :-1] & placed[:-1, 1:] & placed[1:, 1:]
+    assert (~corners).sum() > 1000 and corners.sum() > 1000
+    assert (areas[~corners] == pixel**2).all()
+    assert (areas[corners] > pixel**2).all()
+    for r, c in [(10, 10), (64, 60), (120, 90)]:
+        assert corners[r, c]
+        truth = _geodesic_area(crs, transform, (r, r + 1), (c, c + 1), n=4)
+        assert areas[r, c] == pytest.approx(truth, rel=TOLERANCE)

@@ -111,9 +111,10 @@ def _reference(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray, key, 
     return pixels, size, stuff
 
 
-def _cells(rng, shape: tuple[int, int]) -> CellAreas:
-    """Sizes linear per cell on uneven cells (7 px, then the rest), as projected grids get."""
-    rn, cn = (np.r_[np.arange(0, n, 7), n] for n in shape)
+def _cells(rng, shape: tuple[int, int], step: int = 12) -> CellAreas:
+    """Sizes linear per cell on uneven cells (``step`` px, then the rest), as projected
+    grids get."""
+    rn, cn = (np.r_[np.arange(0, n, step), n] for n in shape)
     terms = (len(rn) - 1, len(cn) - 1)
     return CellAreas(rn, cn, rng.random(terms) * 50 + 100, rng.random(terms) * 0.1,
                      rng.random(terms) * -0.1)
@@ -166,11 +167,11 @@ def test_tile_totals_are_the_block_totals_bit_for_bit():
     assert totals.size.tobytes() == block.size.tobytes()
 
 
-@pytest.mark.parametrize("k", [4, 12])
-def test_tile_totals_are_the_block_totals_bit_for_bit_on_cells(k):
+@pytest.mark.parametrize("k, step", [(4, 12), (12, 12), (4, 1)])  # planes, bincount, per pixel
+def test_tile_totals_are_the_block_totals_bit_for_bit_on_cells(k, step):
     rng = np.random.default_rng(12)
     labels = rng.integers(0, k, (64, 64)).astype(np.uint8)
-    cells = _cells(rng, labels.shape)
+    cells = _cells(rng, labels.shape, step)
     spec = TileStatsSpec(k, SizeUnit.AREA_M2, lambda _: cells, 255)
     totals, _ = count_core(spec, labels, np.ones(labels.shape, bool),
                            (slice(0, 64), slice(0, 64)))
@@ -180,3 +181,4 @@ def test_tile_totals_are_the_block_totals_bit_for_bit_on_cells(k):
     dense = ClassTotals(k)
     dense.add(labels, np.asarray(cells))  # an area per pixel: the same up to rounding
     np.testing.assert_allclose(totals.size, dense.size, rtol=1e-12)
+    assert totals.pixels.tolist() == dense.pixels.tolist()
