@@ -18,7 +18,11 @@ cell coordinates, so each pixel's area is that determinant at its centre
 (exact for the bilinear patch), and the pixels of one cell sum to the
 shoelace area of its four nodes. Straight source edges are curves in the
 equal-area plane; cutting them into chords of a few kilometres keeps the
-relative error far below 1e-4.
+relative error far below 1e-4. :func:`node_grid_cell_areas` keeps the same
+areas as linear terms per cell (:class:`CellAreas`), so a sum over the pixels of
+a class needs class counts per row and cell, not an area per pixel;
+:func:`equal_area_plane` is such a plane (Lambert azimuthal, via the authalic
+sphere).
 
 *Geographic CRS, north-up* (transform terms ``b == d == 0``): a pixel row is the
 zone between two parallels over a longitude span, and its area on the

@@ -9,8 +9,9 @@
   on the CRS's own ellipsoid (no datum shift), then into a Lambert azimuthal
   equal-area plane of that ellipsoid centred on the block
   (:func:`segcore.geodesy.equal_area_plane`, in numpy: a PROJ projection built per
-  block cost 0.5-0.9 ms), where planar area is ground area; :func:`segcore.geodesy.node_grid_cell_areas` spreads each cell's
-  area over its pixels, linearly, and keeps the linear terms per cell
+  block cost 0.5-0.9 ms), where planar area is ground area.
+  :func:`segcore.geodesy.node_grid_cell_areas` spreads each cell's area over its
+  pixels, linearly, and keeps the linear terms per cell
   (:class:`~segcore.geodesy.CellAreas`: the class totals sum them without an area
   per pixel). Pixels whose corners PROJ cannot place (outside the projection's
   domain) keep their planar map area.
