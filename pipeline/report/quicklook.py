@@ -137,24 +137,24 @@ def _as_image(picture: np.ndarray | Image.Image) -> Image.Image:
 
 
 def class_image(labels: np.ndarray, colors: list[tuple[int, int, int]]) -> Image.Image:
-    """Class colours alone, nodata and values outside the table black: a palette image
-    (one byte a pixel: about a quarter of the RGB image's encoding time and 2/3 of its
-    bytes at 1024²) for up to 255 colours, else RGB. Decoded, the pixels equal
-    ``overlay(zeros, labels, colors, alpha=1)``.
+    """Class colours alone, nodata and values outside the table black: for up to 255
+    classes a palette image whose values are the class ids, 255 for the rest (one byte a
+    pixel: about a quarter of the RGB image's encoding time and 2/3 of its bytes at
+    1024²), else RGB. Decoded, the pixels equal ``overlay(zeros, labels, colors, alpha=1)``.
 
     Examples
     --------
-    >>> image = class_image(np.array([[0, 1, 255]]), [(255, 0, 0), (0, 0, 255)])
-    >>> image.mode, np.asarray(image.convert("RGB"))[0].tolist()
-    ('P', [[255, 0, 0], [0, 0, 255], [0, 0, 0]])
+    >>> image = class_image(np.array([[0, 1, 7]]), [(255, 0, 0), (0, 0, 255)])
+    >>> image.mode, np.asarray(image).tolist(), np.asarray(image.convert("RGB"))[0].tolist()
+    ('P', [[0, 1, 255]], [[255, 0, 0], [0, 0, 255], [0, 0, 0]])
     """
     n = len(colors)
     if n > 255:
         return Image.fromarray(overlay(np.zeros((*labels.shape, 3), np.uint8), labels, colors,
                                        alpha=1.0))
-    index = np.where((labels >= 0) & (labels < n), labels, n).astype(np.uint8)
+    index = np.where((labels >= 0) & (labels < n), labels, 255).astype(np.uint8)
     image = Image.frombytes("P", index.shape[::-1], np.ascontiguousarray(index).tobytes())
-    palette = np.zeros((n + 1, 3), np.uint8)
+    palette = np.zeros((256, 3), np.uint8)
     palette[:n] = np.asarray(colors, np.float32).reshape(-1, 3).astype(np.uint8)
     image.putpalette(palette.ravel().tolist())
     return image

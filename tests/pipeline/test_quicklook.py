@@ -52,3 +52,7 @@ def test_class_image_png_decodes_to_the_class_colours(dtype, classes, tmp_path):
     decoded = np.asarray(Image.open(tmp_path / "classes.png").convert("RGB"))
     expected = overlay(np.zeros((*labels.shape, 3), np.uint8), labels, colors, alpha=1.0)
     assert decoded.tolist() == expected.tolist()
+    if classes <= 255:  # the values: class ids, 255 for the rest
+        ids = np.asarray(Image.open(tmp_path / "classes.png"))
+        known = (labels >= 0) & (labels < classes)
+        assert (ids[known] == labels[known]).all() and (ids[~known] == 255).all()
