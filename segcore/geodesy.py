@@ -55,8 +55,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,11 +64,11 @@ from segcore.errors import ConfigError
 
 __all__ = [
     "WGS84",
+    "CellAreas",
     "ellipsoid_from_wkt",
     "ellipsoid_surface_area",
     "equal_area_plane",
     "geographic_row_areas",
-    "CellAreas",
     "node_grid_cell_areas",
     "node_grid_pixel_areas",
     "pixel_areas",
@@ -329,17 +329,16 @@ def equal_area_plane(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float,
     """
     _check_ellipsoid(a, rf)
     e2 = _eccentricity_squared(rf)
+    e = math.sqrt(e2)
+    qp = 2.0 if e2 == 0.0 else (1.0 - e2) * (1.0 / (1.0 - e2) + math.atanh(e) / e)
 
     def sin_beta(lat_deg: np.ndarray) -> np.ndarray:
         s = np.sin(np.radians(lat_deg))
         if e2 == 0.0:
             return s
-        e = math.sqrt(e2)
         q = (1.0 - e2) * (s / (1.0 - e2 * s * s) + np.arctanh(e * s) / e)
         return np.clip(q / qp, -1.0, 1.0)
 
-    e = math.sqrt(e2)
-    qp = 2.0 if e2 == 0.0 else (1.0 - e2) * (1.0 / (1.0 - e2) + math.atanh(e) / e)
     radius = a * math.sqrt(0.5 * qp)
     sb, sb0 = sin_beta(np.asarray(lat, np.float64)), float(sin_beta(np.float64(lat0)))
     cb, cb0 = np.sqrt((1.0 - sb) * (1.0 + sb)), math.sqrt((1.0 - sb0) * (1.0 + sb0))
@@ -445,17 +444,8 @@ def node_grid_cell_areas(
     array([[1., 1., 1., 1., 1., 1.],
            [1., 1., 1., 1., 1., 1.]])
     """
-    x, y = _check_nodes(x, y)
-    rn, cn = _check_nodes_at("row_nodes", row_nodes, x.shape[0]), \
-        _check_nodes_at("col_nodes", col_nodes, x.shape[1])
-    ax, ay = x[:-1, 1:] - x[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]
-    bx, by = x[1:, :-1] - x[:-1, :-1], y[1:, :-1] - y[:-1, :-1]
-    dx = x[1:, 1:] - x[1:, :-1] - ax
-    dy = y[1:, 1:] - y[1:, :-1] - ay
-    c0, cu, cv = ax * by - ay * bx, ax * dy - ay * dx, dx * by - dy * bx
+    rn, cn, base, per_col, per_row = _cell_terms(x, y, row_nodes, col_nodes)
     h, w = np.diff(rn).astype(np.float64)[:, None], np.diff(cn).astype(np.float64)[None, :]
-    base = (c0 + 0.5 * cu / w + 0.5 * cv / h) / (h * w)  # at the cell's first pixel centre
-    per_col, per_row = cu / (h * w * w), cv / (h * h * w)
     # the determinant is linear in the cell: its sign is its sign at the corner pixels
     corners = [base + per_col * du + per_row * dv for du in (0, w - 1) for dv in (0, h - 1)]
     with np.errstate(invalid="ignore"):
@@ -496,22 +486,9 @@ def node_grid_pixel_areas(
     array([[1., 1., 1., 1.],
            [1., 1., 1., 1.]])
     """
-    x, y = _check_nodes(x, y)
-    rn, cn = _check_nodes_at("row_nodes", row_nodes, x.shape[0]), \
-        _check_nodes_at("col_nodes", col_nodes, x.shape[1])
-    ax, ay = x[:-1, 1:] - x[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]  # along u (columns)
-    bx, by = x[1:, :-1] - x[:-1, :-1], y[1:, :-1] - y[:-1, :-1]  # along v (rows)
-    dx = x[1:, 1:] - x[1:, :-1] - ax
-    dy = y[1:, 1:] - y[1:, :-1] - ay
-    c0 = ax * by - ay * bx  # det(A + vD, B + uD) = c0 + cu * u + cv * v
-    cu = ax * dy - ay * dx
-    cv = dx * by - dy * bx
+    rn, cn, base, per_col, per_row = _cell_terms(x, y, row_nodes, col_nodes)
     hs, ws = np.diff(rn), np.diff(cn)
-    h, w = hs.astype(np.float64)[:, None], ws.astype(np.float64)[None, :]
-    # per pixel (i, j) of cell (I, J): (c0 + cu u + cv v) / (h w) with u = (j + 0.5 - cn[J]) / w,
-    # v = (i + 0.5 - rn[I]) / h; rows first on (rows, cells) arrays, then one column expansion
-    base = (c0 + 0.5 * cu / w + 0.5 * cv / h) / (h * w)  # at the cell's first pixel centre
-    per_col, per_row = cu / (h * w * w), cv / (h * h * w)
+    # rows first on (rows, cells) arrays, then one column expansion
     cell_r = np.repeat(np.arange(len(hs)), hs)
     dv = (np.arange(rn[-1]) - rn[cell_r]).astype(np.float64)[:, None]
     row_base = base[cell_r] + per_row[cell_r] * dv  # (rows, m)
@@ -527,6 +504,31 @@ def node_grid_pixel_areas(
         np.multiply(slope[:, first:last, None], du, out=block)
         block += row_base[:, first:last, None]
     return np.abs(out, out=out)
+
+
+def _cell_terms(x: np.ndarray, y: np.ndarray, row_nodes: np.ndarray, col_nodes: np.ndarray
+                ) -> tuple[np.ndarray, ...]:
+    """``(rn, cn, base, per_col, per_row)`` of a node grid: the checked node positions, and
+    per cell ``(n, m)`` the pixel area at the cell's first pixel centre and its change per
+    pixel along the columns and the rows.
+
+    Per pixel (i, j) of cell (I, J) the area is (c0 + cu u + cv v) / (h w) with
+    u = (j + 0.5 - cn[J]) / w and v = (i + 0.5 - rn[I]) / h (the Jacobian of the bilinear
+    patch: det(A + vD, B + uD) = c0 + cu u + cv v), signed.
+    """
+    x, y = _check_nodes(x, y)
+    rn, cn = _check_nodes_at("row_nodes", row_nodes, x.shape[0]), \
+        _check_nodes_at("col_nodes", col_nodes, x.shape[1])
+    ax, ay = x[:-1, 1:] - x[:-1, :-1], y[:-1, 1:] - y[:-1, :-1]  # along u (columns)
+    bx, by = x[1:, :-1] - x[:-1, :-1], y[1:, :-1] - y[:-1, :-1]  # along v (rows)
+    dx = x[1:, 1:] - x[1:, :-1] - ax
+    dy = y[1:, 1:] - y[1:, :-1] - ay
+    c0 = ax * by - ay * bx
+    cu = ax * dy - ay * dx
+    cv = dx * by - dy * bx
+    h, w = np.diff(rn).astype(np.float64)[:, None], np.diff(cn).astype(np.float64)[None, :]
+    base = (c0 + 0.5 * cu / w + 0.5 * cv / h) / (h * w)
+    return rn, cn, base, cu / (h * w * w), cv / (h * h * w)
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
