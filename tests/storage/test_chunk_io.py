@@ -42,15 +42,17 @@ def _values(rng: np.random.Generator, shape, dtype: str) -> np.ndarray:
     return rng.integers(info.min, min(info.max, 2**20), size=shape, endpoint=True).astype(dtype)
 
 
+@pytest.mark.parametrize("level", [3, -1], ids=["zstd3", "zstd-fast"])  # labels, image
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_direct_writes_leave_the_bytes_zarr_writes(tmp_path, dtype):
+def test_direct_writes_leave_the_bytes_zarr_writes(tmp_path, dtype, level):
     """The whole array written in aligned blocks, edge chunks included (7 x 10 chunks of
     4 x 3 over 26 x 29): same files, same bytes, same values."""
     rng = np.random.default_rng(3)
     data = _values(rng, (26, 29), dtype)
     data[:8, :6] = np.zeros((), dtype)  # two whole chunks at the fill value: not stored
-    ours = _array(tmp_path, "ours", (26, 29), (4, 3), dtype, 0)
-    theirs = _array(tmp_path, "theirs", (26, 29), (4, 3), dtype, 0)
+    codec = (ZstdCodec(level=level),)
+    ours = _array(tmp_path, "ours", (26, 29), (4, 3), dtype, 0, compressors=codec)
+    theirs = _array(tmp_path, "theirs", (26, 29), (4, 3), dtype, 0, compressors=codec)
     assert _direct(ours) is not None
     for r in range(0, 26, 8):
         for c in range(0, 29, 6):
