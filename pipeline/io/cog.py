@@ -1,8 +1,11 @@
 """Export 2-D label arrays as Cloud-Optimized GeoTIFFs, block by block.
 
-The source (a Zarr array in production) is read in square blocks of whole tiles into a
-tiled staging GeoTIFF next to the destination (ZSTD level 1: cheap to write and to read
-back, compressed by all cores), which GDAL's COG driver then lays out once with its
+The source (a Zarr array in production) becomes a tiled staging GeoTIFF next to the
+destination: where its chunks are stored as local zstd frames, the chunk files
+themselves become the file's tiles (:mod:`pipeline.io.chunk_tiff`: nothing decoded or
+compressed again); otherwise it is read in square blocks of whole tiles and written
+with ZSTD level 1 (cheap to write and to read back, compressed by all cores). GDAL's
+COG driver then lays the staging file out once with its
 overviews (nearest or mode: labels are never averaged), compressing the final DEFLATE
 tiles on all cores (``NUM_THREADS=ALL_CPUS``). The COG layout (every IFD ahead of the
 data, overviews before the full resolution) needs GDAL's copy step: a COG cannot be
@@ -26,6 +29,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from pipeline.atomic import atomic_path, temp_path
+from pipeline.io.chunk_tiff import write_chunk_tiff
 from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
 from segcore.errors import ConfigError
 from segcore.hints import did_you_mean, parse_choice
@@ -97,8 +101,10 @@ def write_cog(
     try:
         with atomic_path(dst, suffix=".cog.tif") as cog_tmp, \
                 rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
-                         blocksize=blocksize, strip=strip)
+            if np.dtype(getattr(source, "dtype", None) or "V") != np.dtype(dtype) \
+                    or not write_chunk_tiff(tiles_tmp, source, info=info, nodata=nodata):
+                _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
+                             blocksize=blocksize, strip=strip)
             rasterio.shutil.copy(tiles_tmp, str(cog_tmp), driver="COG",
                                  **_cog_options(dtype, blocksize, method))
     finally:

@@ -214,6 +214,47 @@ def _write_chunk(direct: _Direct, coords: tuple[int, ...], part: np.ndarray) -> 
         raise
 
 
+@dataclass(frozen=True)
+class StoredChunks:
+    """An array's chunk files as zarr stored them, for writers that can take the
+    compressed bytes as they are (:mod:`pipeline.io.chunk_tiff`).
+
+    ``chunks``: the chunk shape; ``dtype``: the stored (little-endian) sample type;
+    every chunk is one zstd frame of a full ``chunks``-shaped C-ordered block (edge
+    chunks padded); :meth:`payload` gives it, or the fill chunk's frame for a chunk
+    zarr did not store.
+    """
+
+    direct: _Direct
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.direct.chunks
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.direct.dtype
+
+    def payload(self, coords: tuple[int, ...]) -> bytes | None:
+        """The compressed bytes of chunk ``coords``; None where no chunk is stored."""
+        try:
+            return _chunk_path(self.direct, coords).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def fill_payload(self) -> bytes:
+        """A chunk of the fill value everywhere, compressed with the array's codec."""
+        return self.direct.codec.encode(np.full(self.direct.chunks, self.direct.fill,
+                                                dtype=self.direct.dtype))
+
+
+def stored_chunks(array: zarr.Array) -> StoredChunks | None:
+    """The chunk files of a local ``bytes`` + ``zstd`` array, or None where the chunks
+    are stored otherwise (object storage, other codecs, sharding)."""
+    direct = _direct(array)
+    return None if direct is None else StoredChunks(direct)
+
+
 class Regions:
     """A read-only view of ``array`` whose ``view[key]`` is :func:`read_region`
     (for readers that take any sliceable source, e.g. :func:`pipeline.io.cog.write_cog`).
