@@ -7,7 +7,9 @@ compressed again); otherwise it is read in square blocks of whole tiles and writ
 with ZSTD level 1 (cheap to write and to read back, compressed by all cores). GDAL's
 COG driver then lays the staging file out once with its
 overviews (nearest or mode: labels are never averaged), compressing the final DEFLATE
-tiles on all cores (``NUM_THREADS=ALL_CPUS``). The COG layout (every IFD ahead of the
+tiles on all cores (``NUM_THREADS=ALL_CPUS``). Nearest overviews are built here, once,
+from the staging file (:mod:`pipeline.io.cog_overviews`: GDAL would compress them
+twice), and handed to the driver as the source's own; ``mode`` ones GDAL computes. The COG layout (every IFD ahead of the
 data, overviews before the full resolution) needs GDAL's copy step: a COG cannot be
 written in place. The result is moved into place with ``os.replace``, so the destination
 is either the old file or the complete new one; temporary files are removed on success
@@ -30,6 +32,7 @@ from rasterio.windows import Window
 
 from pipeline.atomic import atomic_path, temp_path
 from pipeline.io.chunk_tiff import write_chunk_tiff
+from pipeline.io.cog_overviews import write_overview_vrt
 from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
 from segcore.errors import ConfigError
 from segcore.hints import did_you_mean, parse_choice
@@ -105,7 +108,12 @@ def write_cog(
                     or not write_chunk_tiff(tiles_tmp, source, info=info, nodata=nodata):
                 _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
                              blocksize=blocksize, strip=strip)
-            rasterio.shutil.copy(tiles_tmp, str(cog_tmp), driver="COG",
+            source_path = tiles_tmp
+            if method is OverviewResampling.NEAREST:  # built here once (mode: by GDAL)
+                source_path = f"{tiles_tmp}.vrt"
+                write_overview_vrt(source_path, tiles_tmp, info=info, dtype=dtype,
+                                   nodata=nodata, blocksize=blocksize)
+            rasterio.shutil.copy(source_path, str(cog_tmp), driver="COG",
                                  **_cog_options(dtype, blocksize, method))
     finally:
         _remove_with_prefix(tiles_tmp)
