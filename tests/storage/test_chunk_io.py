@@ -170,3 +170,22 @@ def test_an_object_store_array_goes_through_zarr(bucket):
                  np.full((1, 4, 4), 9, np.uint8))
     assert (read_region(group["image"], (slice(None), slice(0, 8), slice(0, 8)))[:, :4, :4]
             == 9).all()
+
+
+@pytest.mark.parametrize(("dtype", "fill", "chunk"), [
+    ("uint8", 255, [[255, 255], [255, 3]]),   # starts with the fill value, is not all fill
+    ("uint8", 255, [[255, 255], [255, 255]]),  # all fill: not stored
+    ("bool", True, [[True, True], [True, False]]),
+    ("bool", True, [[True, True], [True, True]]),
+    ("bool", False, [[False, False], [False, True]]),
+    ("uint16", 7, [[8, 7], [7, 7]]),
+])
+def test_a_chunk_is_stored_unless_all_fill(tmp_path, dtype, fill, chunk):
+    """The same chunk files as zarr's own write, for chunks that start with the fill value."""
+    data = np.array(chunk, dtype=dtype)
+    ours = _array(tmp_path, "ours", (2, 2), (2, 2), dtype, fill)
+    theirs = _array(tmp_path, "theirs", (2, 2), (2, 2), dtype, fill)
+    write_region(ours, (slice(0, 2), slice(0, 2)), data)
+    theirs[...] = data
+    assert _chunk_files(tmp_path / "ours") == _chunk_files(tmp_path / "theirs")
+    assert (tmp_path / "ours" / "c" / "0" / "0").exists() == bool((data != fill).any())
