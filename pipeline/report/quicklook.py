@@ -15,6 +15,7 @@ import zarr
 from PIL import Image
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.report.png import write_rgb_png
 from pipeline.storage.chunk_io import read_region
 from pipeline.store import IMAGE, INSTANCE, VALID, iter_blocks
 
@@ -136,6 +137,15 @@ def _as_image(picture: np.ndarray | Image.Image) -> Image.Image:
     return picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
 
 
+def _save_png(picture: np.ndarray | Image.Image, path: Path) -> None:
+    """An RGB array by :func:`~pipeline.report.png.write_rgb_png`, anything else by Pillow."""
+    if isinstance(picture, np.ndarray) and picture.ndim == 3 and picture.shape[2] == 3 \
+            and picture.dtype == np.uint8 and picture.size:
+        write_rgb_png(path, picture)
+    else:
+        _as_image(picture).save(path, compress_level=1)
+
+
 def class_image(labels: np.ndarray, colors: list[tuple[int, int, int]]) -> Image.Image:
     """Class colours alone, nodata and values outside the table black: for up to 255
     classes a palette image whose values are the class ids, 255 for the rest (one byte a
@@ -198,9 +208,8 @@ def write_quicklooks(group: zarr.Group, semantic: zarr.Array, colors: list[tuple
         shown[inside] = instance_colours(ids[inside])
         names["instances"] = "quicklook_instances.png"
         images["instances"] = shown
-    # PNG encoding is most of a quicklook's time: fast zlib level, the files encoded at
-    # once (Pillow releases the GIL while it compresses)
+    # PNG encoding is most of a quicklook's time: the files encoded at once (zlib and
+    # Pillow release the GIL while they compress), RGB ones without adaptive filters
     with ThreadPoolExecutor(len(images)) as pool:
-        list(pool.map(lambda key: _as_image(images[key]).save(
-            out_dir / names[key], compress_level=1), images))
+        list(pool.map(lambda key: _save_png(images[key], out_dir / names[key]), images))
     return names
