@@ -96,16 +96,60 @@ def rgb_preview(group: zarr.Group, step: int, blocks: BlockMap = serial, *,
     if strided is None:
         strided = (_strided(group[IMAGE], step, (slice(None),), blocks),
                    _strided(group[VALID], step, blocks=blocks))
-    image, valid = strided[0].astype(np.float32), strided[1].astype(bool)
+    image, valid = strided
+    valid = valid.astype(bool)
     bands = image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, axis=0)
     rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
     for i, band in enumerate(bands):
+        if band.dtype.kind == "u" and band.dtype.itemsize <= 2:
+            rgb[..., i] = _stretch_integers(band, valid)
+            continue
+        band = band.astype(np.float32)
         values = band[valid & np.isfinite(band)]
         lo, hi = np.percentile(values, (2, 98)) if values.size else (0.0, 1.0)
-        scaled = (band - lo) / max(hi - lo, 1e-12)
-        rgb[..., i] = (np.nan_to_num(np.clip(scaled, 0, 1)) * 255).astype(np.uint8)
+        rgb[..., i] = _stretched(band, lo, hi)
     rgb[~valid] = 0
     return rgb
+
+
+def _stretched(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``values`` mapped linearly from ``[lo, hi]`` to ``[0, 255]``, clipped (NaN: 0)."""
+    scaled = (values - lo) / max(hi - lo, 1e-12)
+    return (np.nan_to_num(np.clip(scaled, 0, 1)) * 255).astype(np.uint8)
+
+
+def _stretch_integers(band: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """:func:`_stretched` of an 8- or 16-bit band between its 2nd and 98th percentiles
+    of valid pixels, from a histogram and a table of every sample value (one pass over
+    the band each, instead of sorting float copies of it).
+
+    >>> band = np.array([[0, 10], [20, 250]], np.uint8)
+    >>> _stretch_integers(band, np.ones((2, 2), bool)).tolist()
+    [[0, 10], [20, 255]]
+    """
+    counts = np.bincount(band[valid], minlength=np.iinfo(band.dtype).max + 1)
+    lo, hi = _percentiles(counts, (2, 98)) if counts.sum() else (0.0, 1.0)
+    table = _stretched(np.arange(len(counts), dtype=np.float32), lo, hi)
+    return table[band]
+
+
+def _percentiles(counts: np.ndarray, q: tuple[float, ...]) -> list[float]:
+    """Percentiles ``q`` of the sample values counted in ``counts``, interpolated
+    linearly between order statistics as :func:`numpy.percentile` does.
+
+    >>> _percentiles(np.bincount([3, 1, 4, 1, 5, 9, 2, 6]), (2, 50, 98))
+    [1.0, 3.5, 8.579999999999998]
+    """
+    n = int(counts.sum())
+    ends = np.cumsum(counts)  # order statistic k (from 0) is the value v with ends[v] > k
+    out = []
+    for p in q:
+        at = p / 100 * (n - 1)
+        below = int(np.floor(at))
+        a, b = np.searchsorted(ends, [below, min(below + 1, n - 1)], side="right")
+        t = at - below
+        out.append(float(a + (b - a) * t) if t < 0.5 else float(b - (b - a) * (1 - t)))
+    return out
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, colors: list[tuple[int, int, int]],

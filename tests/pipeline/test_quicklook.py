@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.report.quicklook import class_image, overlay
+from pipeline.report.quicklook import class_image, overlay, rgb_preview
 
 
 def _blend_pixel_by_pixel(rgb, labels, colors, alpha):
@@ -56,3 +56,18 @@ def test_class_image_png_decodes_to_the_class_colours(dtype, classes, tmp_path):
         ids = np.asarray(Image.open(tmp_path / "classes.png"))
         known = (labels >= 0) & (labels < classes)
         assert (ids[known] == labels[known]).all() and (ids[~known] == 255).all()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("valid_share", [1.0, 0.7, 0.0])
+def test_integer_stretch_equals_the_float_one(dtype, valid_share) -> None:
+    """8- and 16-bit bands are stretched from a histogram and a table: the same pixels as
+    the percentiles and arithmetic on float copies (the path float bands take)."""
+    rng = np.random.default_rng(7)
+    top = 255 if dtype == "uint8" else 6000
+    image = rng.gamma(2.0, top / 6, (4, 300, 410)).clip(0, top).astype(dtype)
+    valid = rng.random((300, 410)) < valid_share
+    ours = rgb_preview(None, 1, strided=(image, valid))
+    floats = rgb_preview(None, 1, strided=(image.astype(np.float32), valid))
+    np.testing.assert_array_equal(ours, floats)
+    assert ours[valid].std() > 0 or not valid.any()
