@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -31,17 +30,16 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from pipeline.io.geotiff import SUPPORTED_DTYPES, RasterInfo
+from pipeline.io.tiff_structure import first_ifd
 from pipeline.storage.chunk_io import Regions, StoredChunks, stored_chunks
 
 __all__ = ["write_chunk_tiff"]
 
 TILE_OFFSETS, TILE_BYTE_COUNTS = 324, 325
-_BIGTIFF = b"II+\x00"
-_TYPES = {3: "<u2", 4: "<u4", 16: "<u8"}  # SHORT, LONG, LONG8
 
 
 def write_chunk_tiff(path: str | os.PathLike[str], source: Any, *, info: RasterInfo,
-                     nodata: int | float | None) -> bool:
+                     dtype: str, nodata: int | float | None) -> bool:
     """Write ``source``'s chunks as the tiles of a GeoTIFF at ``path``; False if it cannot.
 
     Parameters
@@ -52,6 +50,8 @@ def write_chunk_tiff(path: str | os.PathLike[str], source: Any, *, info: RasterI
         A 2-D array ``(H, W)`` with ``(H, W) == info.shape``.
     info : RasterInfo
         CRS and transform of the file.
+    dtype : str
+        The file's sample type: the array's own, or nothing is written.
     nodata : int, float or None
         The file's nodata value.
 
@@ -59,7 +59,8 @@ def write_chunk_tiff(path: str | os.PathLike[str], source: Any, *, info: RasterI
     -------
     bool
         True when the file was written; False (nothing written) where the array's
-        chunks are not stored as local zstd frames with sides that are multiples of 16.
+        chunks are not stored as local zstd frames with sides that are multiples of 16,
+        or its sample type is not ``dtype``.
 
     Examples
     --------
@@ -73,7 +74,7 @@ def write_chunk_tiff(path: str | os.PathLike[str], source: Any, *, info: RasterI
     ...                   transform=(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0),
     ...                   nodata=None, block_shape=(32, 32), is_geographic=False,
     ...                   linear_unit_m=1.0)
-    >>> write_chunk_tiff(f"{folder}/a.tif", labels, info=info, nodata=255)
+    >>> write_chunk_tiff(f"{folder}/a.tif", labels, info=info, dtype="uint8", nodata=255)
     True
     >>> with rasterio.open(f"{folder}/a.tif") as ds:
     ...     back = ds.read(1)
@@ -85,9 +86,8 @@ def write_chunk_tiff(path: str | os.PathLike[str], source: Any, *, info: RasterI
             or tuple(array.shape) != tuple(info.shape):
         return False
     stored = stored_chunks(array)
-    dtype = np.dtype(array.dtype).name
-    if stored is None or dtype not in SUPPORTED_DTYPES \
-            or any(side % 16 for side in stored.chunks):
+    if stored is None or np.dtype(array.dtype) != np.dtype(dtype) \
+            or dtype not in SUPPORTED_DTYPES or any(side % 16 for side in stored.chunks):
         return False
     rows, cols = stored.chunks
     profile = dict(
@@ -130,32 +130,17 @@ def _append_tiles(f: BinaryIO, stored: StoredChunks, grid: tuple[int, int]) -> N
         end += len(data)
     for tag, values in ((TILE_OFFSETS, offsets), (TILE_BYTE_COUNTS, sizes)):
         _, kind, at = tables[tag]
-        if values.size and int(values.max()) > np.iinfo(np.dtype(kind)).max:
+        if values.size and int(values.max()) > np.iinfo(kind).max:
             raise ValueError(f"{f.name}: tile table {tag} ({kind}) cannot hold "
                              f"{int(values.max())}")
         f.seek(at)
         f.write(values.astype(kind).tobytes())
 
 
-def _tile_tables(f: BinaryIO) -> dict[int, tuple[int, str, int]]:
-    """``{tag: (entries, numpy type, file offset of the values)}`` of the tile tables in
-    the first IFD of a little-endian BigTIFF (values up to 8 bytes sit in the entry)."""
+def _tile_tables(f: BinaryIO) -> dict[int, tuple[int, np.dtype, int]]:
+    """``{tag: (entries, type, file offset of the values)}`` of the two tile tables of the
+    first image file directory (values that fit sit in the entry itself)."""
     f.seek(0)
-    head = f.read(16)
-    if head[:4] != _BIGTIFF or struct.unpack_from("<HH", head, 4) != (8, 0):
-        raise ValueError(f"{f.name}: GDAL did not write a little-endian BigTIFF")
-    (ifd,) = struct.unpack_from("<Q", head, 8)
-    f.seek(ifd)
-    (entries,) = struct.unpack("<Q", f.read(8))
-    table = f.read(20 * entries)
-    found: dict[int, tuple[int, str, int]] = {}
-    for i in range(entries):
-        tag, kind, count, value = struct.unpack_from("<HHQQ", table, 20 * i)
-        if tag in (TILE_OFFSETS, TILE_BYTE_COUNTS):
-            if kind not in _TYPES:
-                raise ValueError(f"{f.name}: tile table {tag} has TIFF type {kind}")
-            inline = count * np.dtype(_TYPES[kind]).itemsize <= 8
-            found[tag] = (count, _TYPES[kind], ifd + 8 + 20 * i + 12 if inline else value)
-    if len(found) != 2:
-        raise ValueError(f"{f.name}: no tile tables in the first IFD")
-    return found
+    ifd = first_ifd(f.name, f, os.fstat(f.fileno()).st_size)
+    return {tag: (count, dtype, at) for tag in (TILE_OFFSETS, TILE_BYTE_COUNTS)
+            for dtype, count, at in [ifd.values_at(tag)]}

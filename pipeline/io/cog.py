@@ -5,13 +5,13 @@ destination: where its chunks are stored as local zstd frames, the chunk files
 themselves become the file's tiles (:mod:`pipeline.io.chunk_tiff`: nothing decoded or
 compressed again); otherwise it is read in square blocks of whole tiles and written
 with ZSTD level 1 (cheap to write and to read back, compressed by all cores). GDAL's
-COG driver then lays the staging file out once with its
-overviews (nearest or mode: labels are never averaged), compressing the final DEFLATE
-tiles on all cores (``NUM_THREADS=ALL_CPUS``). Nearest overviews are built here, once,
-from the staging file (:mod:`pipeline.io.cog_overviews`: GDAL would compress them
-twice), and handed to the driver as the source's own; ``mode`` ones GDAL computes. The COG layout (every IFD ahead of the
-data, overviews before the full resolution) needs GDAL's copy step: a COG cannot be
-written in place. The result is moved into place with ``os.replace``, so the destination
+COG driver then lays the staging file out once with its overviews (nearest or mode:
+labels are never averaged), compressing the final DEFLATE tiles on all cores
+(``NUM_THREADS=ALL_CPUS``). Nearest overviews are built here, once, from the staging
+file (:mod:`pipeline.io.cog_overviews`: GDAL would compress them twice), and handed to
+the driver as the source's own; ``mode`` ones GDAL computes. The COG layout (every IFD
+ahead of the data, overviews before the full resolution) needs GDAL's copy step: a COG
+cannot be written in place. The result is moved into place with ``os.replace``, so the destination
 is either the old file or the complete new one; temporary files are removed on success
 and on error.
 """
@@ -104,8 +104,7 @@ def write_cog(
     try:
         with atomic_path(dst, suffix=".cog.tif") as cog_tmp, \
                 rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            if np.dtype(getattr(source, "dtype", None) or "V") != np.dtype(dtype) \
-                    or not write_chunk_tiff(tiles_tmp, source, info=info, nodata=nodata):
+            if not write_chunk_tiff(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata):
                 _write_tiled(tiles_tmp, source, info=info, dtype=dtype, nodata=nodata,
                              blocksize=blocksize, strip=strip)
             source_path = tiles_tmp

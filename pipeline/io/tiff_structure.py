@@ -44,12 +44,15 @@ _INT_CODES = {1: "u1", 3: "u2", 4: "u4", 16: "u8"}  # BYTE, SHORT, LONG, LONG8
 _TEXT_TAGS = {34737: "GeoAsciiParams", 42112: "GDAL_METADATA", 42113: "GDAL_NODATA"}
 
 
-class _Ifd:
-    """Integer tags of one TIFF image file directory, read lazily from ``fh``."""
+class Ifd:
+    """Integer tags of one TIFF image file directory, read lazily from ``fh``.
+
+    ``entries``: ``{tag: (type, count, value field, file offset of the value field)}``.
+    """
 
     def __init__(self, path: str, fh: BinaryIO, size: int, order: str, big: bool) -> None:
         self.path, self.fh, self.size, self.order, self.big = path, fh, size, order, big
-        self.entries: dict[int, tuple[int, int, bytes]] = {}
+        self.entries: dict[int, tuple[int, int, bytes, int]] = {}
 
     def load(self, offset: int) -> None:
         # classic: n (H), entries tag (H) type (H) count (I) value (4 bytes);
@@ -69,7 +72,8 @@ class _Ifd:
         for i in range(n):
             entry = raw[i * entry_size:(i + 1) * entry_size]
             tag, typ, count = struct.unpack(self.order + "HH" + value_fmt, entry[:-len_value])
-            self.entries[tag] = (typ, count, entry[-len_value:])
+            field = offset + head + (i + 1) * entry_size - len_value
+            self.entries[tag] = (typ, count, entry[-len_value:], field)
 
     def values(self, tag: int, default: int | None = None) -> np.ndarray:
         """All values of an integer tag as uint64 (``default`` when absent)."""
@@ -77,24 +81,32 @@ class _Ifd:
             if default is None:
                 self.fail(f"corrupt TIFF: required tag {tag} is missing")
             return np.array([default], dtype=np.uint64)
-        typ, count, inline = self.entries[tag]
+        dtype, count, offset = self.values_at(tag)
+        self.fh.seek(offset)
+        return np.frombuffer(self.fh.read(count * dtype.itemsize), dtype=dtype).astype(np.uint64)
+
+    def values_at(self, tag: int) -> tuple[np.dtype, int, int]:
+        """``(type, count, file offset)`` of an integer tag's values: where a writer that
+        fills in a table GDAL left empty puts them (in the entry itself when they fit)."""
+        if tag not in self.entries:
+            self.fail(f"corrupt TIFF: required tag {tag} is missing")
+        typ, count, inline, field = self.entries[tag]
         if typ not in _INT_CODES or count == 0:
             self.fail(f"corrupt TIFF: tag {tag} has type {typ} and {count} values; "
                       "expected unsigned integers")
         dtype = np.dtype(self.order + _INT_CODES[typ])
         nbytes = count * dtype.itemsize
         if nbytes <= len(inline):
-            return np.frombuffer(inline[:nbytes], dtype=dtype).astype(np.uint64)
+            return dtype, count, field
         (offset,) = struct.unpack(self.order + ("Q" if self.big else "I"), inline)
         if offset + nbytes > self.size:
             self.fail(f"truncated: file is {self.size} bytes but the table of tag {tag} "
                       f"extends to byte {offset + nbytes}")
-        self.fh.seek(offset)
-        return np.frombuffer(self.fh.read(nbytes), dtype=dtype).astype(np.uint64)
+        return dtype, count, offset
 
     def text(self, tag: int) -> bytes | None:
         """The raw bytes of a tag of 1-byte values (ASCII, BYTE, UNDEFINED), else None."""
-        typ, count, inline = self.entries[tag]
+        typ, count, inline, _ = self.entries[tag]
         if typ not in (1, 2, 7):
             return None
         if count <= len(inline):
@@ -113,16 +125,23 @@ class _Ifd:
         raise InputError(self.path, reason)
 
 
-def check_tiff_structure(path: str, fh: BinaryIO, size: int) -> None:
-    """Signature, header sizes, block table and truncation of the first IFD."""
+def first_ifd(path: str, fh: BinaryIO, size: int) -> Ifd:
+    """The first image file directory of the TIFF ``fh`` (``size`` bytes; read from its
+    header, where ``fh`` stands)."""
     head = fh.read(16)
     if head[:4] not in _TIFF_MAGIC:
         raise InputError(path, f"not a GeoTIFF: {_sniff(head)} (no TIFF signature)")
     order, big = _TIFF_MAGIC[head[:4]]
     if len(head) < (16 if big else 8):
         raise InputError(path, f"truncated: file is {size} bytes, shorter than a TIFF header")
-    ifd = _Ifd(path, fh, size, order, big)
+    ifd = Ifd(path, fh, size, order, big)
     ifd.load(struct.unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])[0])
+    return ifd
+
+
+def check_tiff_structure(path: str, fh: BinaryIO, size: int) -> None:
+    """Signature, header sizes, block table and truncation of the first IFD."""
+    ifd = first_ifd(path, fh, size)
     _check_text_tags(ifd)
     width, height, samples = ifd.scalar(_WIDTH), ifd.scalar(_HEIGHT), ifd.scalar(_SAMPLES, 1)
     _check_header_sizes(path, width, height, samples)
@@ -147,7 +166,7 @@ def check_tiff_structure(path: str, fh: BinaryIO, size: int) -> None:
                          "end); the download or copy was probably cut short")
 
 
-def _check_text_tags(ifd: _Ifd) -> None:
+def _check_text_tags(ifd: Ifd) -> None:
     """The text tags GDAL parses must be UTF-8: GDAL quotes them in its error messages,
     and a message that is not UTF-8 ends in a traceback inside rasterio's log handler."""
     for tag, name in _TEXT_TAGS.items():
@@ -171,7 +190,7 @@ def _check_header_sizes(path: str, width: int, height: int, samples: int) -> Non
                          "supported); the file is probably corrupt")
 
 
-def _block_table(ifd: _Ifd, width: int, height: int, samples: int) -> tuple[np.ndarray, ...]:
+def _block_table(ifd: Ifd, width: int, height: int, samples: int) -> tuple[np.ndarray, ...]:
     """Offsets and byte counts of the full-resolution blocks, checked against the size."""
     tiled = _TILE_OFFSETS in ifd.entries or _TILE_W in ifd.entries
     if tiled:

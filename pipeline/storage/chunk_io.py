@@ -221,8 +221,8 @@ class StoredChunks:
 
     ``chunks``: the chunk shape; ``dtype``: the stored (little-endian) sample type;
     every chunk is one zstd frame of a full ``chunks``-shaped C-ordered block (edge
-    chunks padded); :meth:`payload` gives it, or the fill chunk's frame for a chunk
-    zarr did not store.
+    chunks padded): :meth:`payload` reads a stored one, :meth:`fill_payload` makes one
+    of the fill value (what a chunk zarr did not store holds).
     """
 
     direct: _Direct

@@ -48,7 +48,8 @@ def _array(tmp_path: Path, shape, chunks, dtype, fill, seed=0, **kwargs) -> zarr
 def test_tiles_are_the_chunks(tmp_path: Path, dtype: str, fill, shape, chunks) -> None:
     array = _array(tmp_path, shape, chunks, dtype, fill)
     path = tmp_path / "staged.tif"
-    assert write_chunk_tiff(path, Regions(array), info=_info(shape, "EPSG:32633"), nodata=fill)
+    assert write_chunk_tiff(path, Regions(array), info=_info(shape, "EPSG:32633"), dtype=dtype,
+                            nodata=fill)
     with rasterio.open(path) as ds:
         assert ds.dtypes[0] == dtype and ds.shape == shape and ds.nodata == fill
         assert ds.block_shapes == [chunks] and ds.compression.name == "zstd"
@@ -96,5 +97,10 @@ def test_layouts_it_cannot_wrap(tmp_path: Path) -> None:
     }
     for why, array in cases.items():
         path = tmp_path / f"{why}.tif"
-        assert not write_chunk_tiff(path, array, info=info, nodata=255), why
+        assert not write_chunk_tiff(path, array, info=info, dtype=str(array.dtype),
+                                    nodata=255), why
         assert not path.exists(), why
+    wider = _array(tmp_path / "wider", (100, 120), (64, 64), "uint8", 255)
+    assert not write_chunk_tiff(tmp_path / "wider.tif", wider, info=info, dtype="uint16",
+                                nodata=255)
+    assert not (tmp_path / "wider.tif").exists()
