@@ -67,9 +67,9 @@ def nearest_indices(n_src: int, n_dst: int) -> np.ndarray:
 
 
 def write_overview_vrt(vrt_path: str, full_path: str, *, info: RasterInfo, dtype: str,
-                       nodata: int | float | None, blocksize: int) -> list[str]:
-    """Build the nearest overviews of the tiled GeoTIFF ``full_path`` next to it and
-    write a VRT ``vrt_path`` of the file with them; the files written (VRT last).
+                       nodata: int | float | None, blocksize: int) -> None:
+    """Build the nearest overviews of the tiled GeoTIFF ``full_path`` and write a VRT
+    ``vrt_path`` of the file with them (the levels are ``vrt_path`` + ``.1.tif``, ...).
 
     Each level is read from the one above in blocks of ``blocksize`` (memory: a few
     blocks), so ``full_path`` is read once and every level once.
@@ -82,31 +82,25 @@ def write_overview_vrt(vrt_path: str, full_path: str, *, info: RasterInfo, dtype
         _write_level(above, above_shape, path, shape, dtype, blocksize)
         above, above_shape = path, shape
     _write_vrt(vrt_path, full_path, written, info=info, dtype=dtype, nodata=nodata)
-    return [*written, vrt_path]
 
 
 def _write_level(src_path: str, src_shape: tuple[int, int], dst_path: str,
                  shape: tuple[int, int], dtype: str, blocksize: int) -> None:
+    """Write the level ``shape`` of the level above at ``src_path``, one block at a time."""
     rows, cols = (nearest_indices(a, b) for a, b in zip(src_shape, shape))
     profile = dict(driver="GTiff", width=shape[1], height=shape[0], count=1, dtype=dtype,
                    tiled=True, blockxsize=blocksize, blockysize=blocksize, bigtiff="IF_SAFER")
     with warnings.catch_warnings():  # the levels need no georeferencing (the VRT has it)
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        _copy_picked(src_path, dst_path, profile, rows, cols, blocksize)
-
-
-def _copy_picked(src_path: str, dst_path: str, profile: dict, rows: np.ndarray,
-                 cols: np.ndarray, blocksize: int) -> None:
-    shape = (len(rows), len(cols))
-    with rasterio.open(src_path) as src, rasterio.open(dst_path, "w", **profile) as dst:
-        for r0 in range(0, shape[0], blocksize):
-            ys = rows[r0:r0 + blocksize]
-            for c0 in range(0, shape[1], blocksize):
-                xs = cols[c0:c0 + blocksize]
-                window = Window(xs[0], ys[0], xs[-1] + 1 - xs[0], ys[-1] + 1 - ys[0])
-                region = src.read(1, window=window)
-                block = region[_pick(ys - ys[0]), :][:, _pick(xs - xs[0])]
-                dst.write(block, 1, window=Window(c0, r0, len(xs), len(ys)))
+        with rasterio.open(src_path) as src, rasterio.open(dst_path, "w", **profile) as dst:
+            for r0 in range(0, shape[0], blocksize):
+                ys = rows[r0:r0 + blocksize]
+                for c0 in range(0, shape[1], blocksize):
+                    xs = cols[c0:c0 + blocksize]
+                    region = src.read(1, window=Window(xs[0], ys[0], xs[-1] + 1 - xs[0],
+                                                       ys[-1] + 1 - ys[0]))
+                    block = region[_pick(ys - ys[0]), :][:, _pick(xs - xs[0])]
+                    dst.write(block, 1, window=Window(c0, r0, len(xs), len(ys)))
 
 
 def _pick(index: np.ndarray) -> slice | np.ndarray:
