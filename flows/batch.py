@@ -36,11 +36,13 @@ Submit = Callable[[Workspace], SceneResult]
 
 def start_pool(bundle: ModelBundle, options: RunOptions) -> TilePool:
     """Join/start Ray and start the model actors ``options`` ask for."""
+    from pipeline.distributed.ray_blocks import INSTANCE_PASS_MODULES  # imports Ray too
     from pipeline.inference.pool import WorkerPool  # imports Ray: only runs that use it
 
     return WorkerPool.start(
         str(bundle.path), workers=options.workers, gpus_per_worker=options.gpus_per_worker,
         batch_size=options.batch_size, ray_address=options.ray_address,
+        warm_modules=INSTANCE_PASS_MODULES if "instance" in bundle.spec.heads else (),
     )
 
 

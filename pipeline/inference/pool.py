@@ -140,7 +140,7 @@ class WorkerPool:
     """
 
     def __init__(self, bundle_path: str, config: PoolConfig, *,
-                 wait_s: float = CLUSTER_WAIT_S) -> None:
+                 wait_s: float = CLUSTER_WAIT_S, warm_modules: tuple[str, ...] = ()) -> None:
         self.config, self.wait_s = config, wait_s
         cpus = ray.cluster_resources().get("CPU", 1)
         threads = max(1, int(cpus // config.workers)) if config.gpus_per_worker == 0 else None
@@ -154,7 +154,8 @@ class WorkerPool:
         self.members = ActorSet(spawn, config.demand, cap=config.cap)
         # one actor per node before any node gets a second (multi-node runs)
         self.members.spawn(config.workers)
-        self._warming = warm_up()  # block-pass workers import their modules while the models load
+        # block-pass workers import their modules (and ``warm_modules``) while the models load
+        self._warming = warm_up(warm_modules)
         self.requeued = 0
         self._requested = False
         # block passes: Ray tasks over the cluster; on a runtime started here, ingest
@@ -171,6 +172,7 @@ class WorkerPool:
         cls, bundle_path: str, *, workers: int | None, gpus_per_worker: float,
         batch_size: int, ray_address: str | None = None,
         cpus_per_worker: float | None = None, wait_s: float = CLUSTER_WAIT_S,
+        warm_modules: tuple[str, ...] = (),
     ) -> WorkerPool:
         """Join/start Ray and place the actors: ``workers`` at most, None: as many as fit.
 
@@ -180,6 +182,9 @@ class WorkerPool:
         starts those that fit now (at least one, waiting up to ``wait_s`` for a node)
         and grows as nodes join. ``cpus_per_worker`` defaults to 1 on CPU and
         ``min(1, gpus_per_worker)`` with GPUs (placement.default_cpus_per_worker).
+        ``warm_modules``: what the block-pass workers import besides their own modules
+        before the first scene (``ray_blocks.INSTANCE_PASS_MODULES`` for a model with
+        instances).
         """
         ensure_ray(ray_address)
         cpus = (default_cpus_per_worker(gpus_per_worker) if cpus_per_worker is None
@@ -193,7 +198,7 @@ class WorkerPool:
             fit = workers_that_fit(ray.available_resources(), demand)
             n = max(1, min(workers or fit, fit))
         config = PoolConfig(n, gpus_per_worker, cpus, batch_size, max_workers=workers)
-        pool = cls(shared_path(bundle_path), config, wait_s=wait_s)
+        pool = cls(shared_path(bundle_path), config, wait_s=wait_s, warm_modules=warm_modules)
         pool._requested = not local
         try:  # every actor placed and its model loaded (local), or the first one (cluster)
             pool.describe(timeout=300.0 if local else wait_s, at_least=None if local else 1)
