@@ -90,8 +90,10 @@ class SceneState:
     seams: Seams = Seams()
     segments: PanopticPlan | None = None  # the predicted panoptic segments (small table)
     summary: SceneSummary | None = None
-    # semantic-only models whose tiles were all computed now: the tables the tile
-    # workers counted (pipeline.streaming.tile_stats), so no pass reads the labels back
+    # tiles all computed now: the class totals the tile workers counted
+    # (pipeline.streaming.tile_stats), and the fusion's statistics they counted
+    # (semantic-only models) or the centre pass gathered (instances), so no pass reads
+    # the labels back for them
     tile_totals: ClassTotals | None = None
     tile_stuff: FusionStats | None = None
     metrics: SceneMetrics | MetricsError | None = None
@@ -280,12 +282,15 @@ def _scene_normalisation(state: SceneState, group) -> SceneNormalisation | None:
 
 
 def _tile_stats_spec(state: SceneState, nodata: int) -> TileStatsSpec | None:
-    """Counting in the tile workers: semantic-only models on the stored grid (an instance
-    model's segments need the scene's instances; a model grid is resampled first)."""
-    if state.has_instances or state.scene.model_group is not None:
+    """Counting in the tile workers, for models on the stored grid (a model grid is
+    resampled first): the class totals, and for a semantic-only model the stuff
+    statistics too (an instance model's need the scene's instances: the centre pass
+    gathers them)."""
+    if state.scene.model_group is not None:
         return None
     unit, sizes = state.format.sizes(state.scene)
-    return TileStatsSpec(state.bundle.spec.num_classes, unit, sizes, nodata)
+    return TileStatsSpec(state.bundle.spec.num_classes, unit, sizes, nodata,
+                         stuff=not state.has_instances)
 
 
 def _keep_tile_stats(state: SceneState, spec: TileStatsSpec, outcomes: list) -> None:
@@ -311,9 +316,14 @@ def _stitch_instances(state: SceneState) -> None:
     if state.centres is not None:
         spec = state.bundle.spec
         centres = state.centres.centres(top_k=spec.instances.top_k)
+        # on the stored grid the same pass gathers the panoptic fusion's statistics
+        stored = state.scene.model_group is None
+        _, nodata = semantic_dtype(spec.num_classes)
         counts = assign_instances(group[SEMANTIC], group[OFFSETS], instance, centres,
                                   [c.id for c in spec.classes if c.isthing],
-                                  blocks=state.blocks)
+                                  blocks=state.blocks, valid=group[VALID] if stored else None,
+                                  nodata=nodata)
+        state.tile_stuff = counts.stats
         state.centres = None
         state.seams = Seams(instances_merged_across_tiles=counts.across_tiles,
                             merges=counts.tile_pieces - counts.instances,
@@ -339,7 +349,7 @@ def stage_stitch(state: SceneState) -> None:
                           blocks=state.blocks)
     spec = state.bundle.spec
     totals = state.tile_totals
-    if totals is None:  # instances, a model grid, or tiles reused from a killed run
+    if totals is None:  # a model grid, or tiles reused from a killed run
         totals = state.format.summarise(group[SEMANTIC], state.scene, spec.num_classes,
                                         blocks=state.blocks)
     state.summary = SceneSummary(classes=totals.to_dict(spec.class_names), instances={},

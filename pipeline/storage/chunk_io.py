@@ -157,6 +157,21 @@ def read_region(array: zarr.Array, key: Any) -> np.ndarray:
     return out
 
 
+def read_block(source: Any, key: Any) -> np.ndarray:
+    """``np.asarray(source[key])`` for a block pass's source: a zarr array is read with
+    :func:`read_region`, anything else that slices (numpy arrays, label readers'
+    views) as it is.
+
+    Examples
+    --------
+    >>> read_block(np.arange(6).reshape(2, 3), (slice(0, 2), slice(1, 3))).tolist()
+    [[1, 2], [4, 5]]
+    """
+    if isinstance(source, zarr.Array):
+        return read_region(source, key)
+    return np.asarray(source[key])
+
+
 def write_region(array: zarr.Array, key: Any, data: np.ndarray) -> None:
     """``array[key] = data``; whole chunks are encoded and written directly.
 

@@ -23,10 +23,12 @@ import numpy as np
 import zarr
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.storage.chunk_io import read_block, write_region
 from pipeline.store import iter_blocks
 from pipeline.streaming.tile_outcome import TileOutcome
 from segcore.instances.centres import CentreIndex, assign_to_centres, scene_centres
 from segcore.labels.relabel import LabelMap
+from segcore.panoptic.fusion import FusionStats
 
 __all__ = ["CentreCollector", "InstanceCounts", "assign_instances"]
 
@@ -60,6 +62,9 @@ class InstanceCounts:
     instances: int
     tile_pieces: int
     across_tiles: int
+    stats: FusionStats | None = None
+    """The panoptic fusion's pass-1 statistics of (semantic, the ids written, valid),
+    gathered in the same pass when :func:`assign_instances` got ``valid``."""
 
 
 _CACHE: dict[str, CentreIndex] = {}
@@ -78,26 +83,39 @@ def _index(centres: np.ndarray) -> CentreIndex:
 
 
 def _assign_block(key: tuple[slice, ...], semantic: zarr.Array, offsets: zarr.Array,
-                  out: zarr.Array, centres: np.ndarray, thing_ids: np.ndarray) -> np.ndarray:
-    """Write one block's ids; the ids it holds, sorted (uint64)."""
-    things = np.isin(semantic[key], thing_ids)  # nodata is no thing class
+                  out: zarr.Array, centres: np.ndarray, thing_ids: np.ndarray,
+                  valid: zarr.Array | None = None, nodata: int = 255
+                  ) -> tuple[np.ndarray, FusionStats | None]:
+    """Write one block's ids; the ids it holds, sorted (uint64), and with ``valid`` the
+    block's fusion statistics (:meth:`FusionStats.add` of semantic, ids and valid)."""
+    sem = read_block(semantic, key)
+    things = np.isin(sem, thing_ids)  # nodata is no thing class
+    stats = None if valid is None else FusionStats(ndim=sem.ndim, nodata=nodata)
     if not things.any() or len(centres) == 0:
-        return np.zeros(0, np.uint64)
-    ids = assign_to_centres(things, offsets[(slice(None), *key)],
-                            [s.start for s in key], _index(centres))
-    out[key] = ids.astype(out.dtype)
-    return np.unique(ids[ids > 0]).astype(np.uint64)
+        if stats is not None:
+            stats.add(sem, np.zeros(sem.shape, out.dtype),
+                      read_block(valid, key).astype(bool, copy=False),
+                      offset=[s.start for s in key])
+        return np.zeros(0, np.uint64), stats
+    ids = assign_to_centres(things, read_block(offsets, (slice(None), *key)),
+                            [s.start for s in key], _index(centres)).astype(out.dtype)
+    write_region(out, key, ids)
+    if stats is not None:
+        stats.add(sem, ids, read_block(valid, key).astype(bool, copy=False),
+                  offset=[s.start for s in key])
+    return np.unique(ids[ids > 0]).astype(np.uint64), stats
 
 
 def _renumber_block(key: tuple[slice, ...], out: zarr.Array, table: LabelMap) -> None:
-    block = out[key]
+    block = read_block(out, key)
     if block.any():
-        out[key] = table.apply(block)
+        write_region(out, key, table.apply(block))
 
 
 def assign_instances(semantic: zarr.Array, offsets: zarr.Array, out: zarr.Array,
                      centres: np.ndarray, thing_ids: Sequence[int],
-                     blocks: BlockMap = serial) -> InstanceCounts:
+                     blocks: BlockMap = serial, *, valid: zarr.Array | None = None,
+                     nodata: int = 255) -> InstanceCounts:
     """Write ``out`` (instance ids ``1..M``, 0 = none) from the scene's centre list.
 
     Parameters
@@ -114,16 +132,29 @@ def assign_instances(semantic: zarr.Array, offsets: zarr.Array, out: zarr.Array,
         Thing classes.
     blocks : BlockMap
         Where the block passes run (Ray tasks, threads, or this process).
+    valid, nodata : zarr.Array, int, optional
+        With ``valid`` (``(*S)`` bool), the same pass gathers the panoptic fusion's
+        statistics (``stats`` of the result: what :func:`~pipeline.streaming.panoptic.
+        fusion_stats` of ``semantic``, the final ``out`` and ``valid`` gives), so the
+        fusion need not read the arrays again.
     """
     keys = list(iter_blocks(semantic.shape, semantic.chunks))
     things = np.asarray(sorted(thing_ids), np.int64)
-    held = blocks.map(_assign_block, keys, semantic, offsets, out, centres, things,
-                      label="instances")
+    parts = blocks.map(_assign_block, keys, semantic, offsets, out, centres, things, valid,
+                       nodata, label="instances")
+    held = [ids for ids, _ in parts]
     pieces = np.concatenate(held) if held else np.zeros(0, np.uint64)
     used, per_id = np.unique(pieces, return_counts=True)
+    stats = None
+    if valid is not None:
+        stats = FusionStats(ndim=len(semantic.shape), nodata=nodata).merge_all(
+            [part for _, part in parts])
     if len(used) < len(centres):  # a centre without pixels: ids 1..M without gaps
         table = LabelMap(used, np.arange(1, len(used) + 1, dtype=np.uint32))
         written = [k for k, ids in zip(keys, held) if len(ids)]
         blocks.map(_renumber_block, written, out, table, label="instance ids")
+        if stats is not None:
+            stats = stats.relabelled(table)
     return InstanceCounts(instances=len(used), tile_pieces=len(pieces),
-                          across_tiles=int((per_id > 1).sum()))
+                          across_tiles=int((per_id > 1).sum()), stats=stats)
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.storage.chunk_io import read_block
 from pipeline.store import iter_blocks
 from pipeline.streaming.panoptic import fusion_stats, segment_categories
 from segcore.classes import ClassRow
@@ -63,11 +64,11 @@ def seam_band(key: tuple[slice, ...], *, shape: tuple[int, ...], tile: tuple[int
 def _block_metrics(key: tuple[slice, ...], semantic, panoptic, valid, truth, truth_inst, *args
                    ) -> tuple[dict[str, np.ndarray], PanopticAccumulator]:
     ignore, k, true_plan, pred_plan, shape, seam_tile, seam_width, source = args
-    t_sem = np.asarray(truth[key])
-    t_inst = np.asarray(truth_inst[key]) if truth_inst is not None else np.zeros_like(t_sem)
-    ok = np.asarray(valid[key], dtype=bool)
+    t_sem = read_block(truth, key)
+    t_inst = read_block(truth_inst, key) if truth_inst is not None else np.zeros_like(t_sem)
+    ok = read_block(valid, key).astype(bool, copy=False)
     band = seam_band(key, shape=shape, tile=seam_tile, width=seam_width)
-    pred = np.asarray(semantic[key])
+    pred = read_block(semantic, key)
     cms = {}
     try:
         for name, mask in (("all", ok), ("inside_tiles", ok & ~band), ("near_seams", ok & band)):
@@ -75,7 +76,7 @@ def _block_metrics(key: tuple[slice, ...], semantic, panoptic, valid, truth, tru
     except ConfigError as exc:
         raise InputError(source, f"labels do not match the model's class table: {exc}") from exc
     if panoptic is not None:
-        pred_pan = np.asarray(panoptic[key])
+        pred_pan = read_block(panoptic, key)
     else:  # no instance head: the prediction's segments are its stuff classes
         pred_pan = apply_plan(pred_plan, pred, np.zeros(pred.shape, np.uint32), ok)
     acc = PanopticAccumulator()

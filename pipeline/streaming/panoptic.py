@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.storage.chunk_io import read_block, write_region
 from pipeline.store import PANOPTIC, VALID, create_label_array, iter_blocks
 from segcore.panoptic.fusion import (
     FusionStats,
@@ -33,15 +34,15 @@ from segcore.panoptic.fusion import (
 def _instance_block(instance, key: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
     if instance is None:
         return np.zeros(shape, np.uint32)
-    return np.asarray(instance[key])
+    return read_block(instance, key)
 
 
 def _block_stats(key: tuple[slice, ...], semantic, instance, valid,
                  nodata: int) -> FusionStats:
-    sem = np.asarray(semantic[key])
+    sem = read_block(semantic, key)
     stats = FusionStats(ndim=sem.ndim, nodata=nodata)
-    stats.add(sem, _instance_block(instance, key, sem.shape), np.asarray(valid[key], dtype=bool),
-              offset=tuple(s.start for s in key))
+    stats.add(sem, _instance_block(instance, key, sem.shape),
+              read_block(valid, key).astype(bool, copy=False), offset=tuple(s.start for s in key))
     return stats
 
 
@@ -58,9 +59,9 @@ def fusion_stats(semantic: zarr.Array | np.ndarray, instance: zarr.Array | np.nd
 
 def _apply_block(key: tuple[slice, ...], plan: PanopticPlan, semantic, instance, valid,
                  out) -> None:
-    sem = np.asarray(semantic[key])
-    out[key] = apply_plan(plan, sem, _instance_block(instance, key, sem.shape),
-                          np.asarray(valid[key], bool))
+    sem = read_block(semantic, key)
+    write_region(out, key, apply_plan(plan, sem, _instance_block(instance, key, sem.shape),
+                                      read_block(valid, key).astype(bool, copy=False)))
 
 
 def fuse_scene(group: zarr.Group, semantic: str, instance: str | None,

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from pipeline.blockmap import BlockMap, serial
+from pipeline.storage.chunk_io import read_block
 from pipeline.store import iter_blocks
 from segcore.geodesy import CellAreas
 
@@ -230,7 +231,7 @@ def _cell_sums(plane: np.ndarray, nodes: np.ndarray, *, out: np.ndarray) -> np.n
 def _block_totals(key: tuple[slice, ...], semantic: zarr.Array, num_classes: int,
                   unit: SizeUnit, sizes: BlockSizes) -> ClassTotals:
     totals = ClassTotals(num_classes, unit)
-    totals.add(semantic[key], sizes(key))
+    totals.add(read_block(semantic, key), sizes(key))
     return totals
 
 

@@ -29,18 +29,23 @@ class TileStatsSpec:
     """What a tile worker needs to count its core (sent with every batch; pickles).
 
     ``sizes`` is the format's per-block pixel size (ground area or voxel volume) for a
-    block key on the stored grid; the model must run on that grid.
+    block key on the stored grid; the model must run on that grid. ``stuff=False``
+    counts the class totals alone: a model with instances, whose fusion statistics
+    need the scene's instance ids (:func:`pipeline.streaming.centres.assign_instances`
+    gathers them).
     """
 
     num_classes: int
     unit: SizeUnit
     sizes: BlockSizes
     nodata: int
+    stuff: bool = True
 
 
 def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
-               key: tuple[slice, ...]) -> tuple[ClassTotals, FusionStats]:
-    """Totals and stuff statistics of one core ``labels`` ``(*core)`` at block ``key``.
+               key: tuple[slice, ...]) -> tuple[ClassTotals, FusionStats | None]:
+    """Totals and stuff statistics of one core ``labels`` ``(*core)`` at block ``key``
+    (the totals alone, and None, when ``spec.stuff`` is False).
 
     Examples
     --------
@@ -51,6 +56,9 @@ def count_core(spec: TileStatsSpec, labels: np.ndarray, valid: np.ndarray,
     ([1, 2], [4.0, 8.0], [1, 2])
     """
     totals = ClassTotals(spec.num_classes, spec.unit)
+    if not spec.stuff:
+        totals.add(labels, spec.sizes(key))
+        return totals, None
     origin = tuple(s.start for s in key)
     if labels.ndim == 2 and labels.dtype.kind == "u" and valid.all():
         rows, cols = totals.add_plane(labels, spec.sizes(key))
@@ -94,13 +102,16 @@ def _plane_stuff(spec: TileStatsSpec, labels: np.ndarray, rows: np.ndarray,
     return stuff
 
 
-def merge_tiles(parts: Sequence[tuple[tuple[int, ...], ClassTotals, FusionStats]],
+def merge_tiles(parts: Sequence[tuple[tuple[int, ...], ClassTotals, FusionStats | None]],
                 num_classes: int, unit: SizeUnit, ndim: int,
-                nodata: int) -> tuple[ClassTotals, FusionStats]:
-    """Merge ``(core start, totals, stuff)`` per tile in the chunks' C order."""
+                nodata: int) -> tuple[ClassTotals, FusionStats | None]:
+    """Merge ``(core start, totals, stuff)`` per tile in the chunks' C order (stuff None
+    when a tile counted none)."""
     totals = ClassTotals(num_classes, unit)
     ordered = sorted(parts, key=lambda p: p[0])
     for _, part, _ in ordered:
         totals.merge(part)
+    if any(p[2] is None for p in ordered):
+        return totals, None
     stuff = FusionStats(ndim=ndim, nodata=nodata).merge_all([p[2] for p in ordered])
     return totals, stuff

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from segcore.errors import ConfigError
+from segcore.labels.relabel import LabelMap
 
 __all__ = [
     "FusionStats",
@@ -275,6 +276,28 @@ class FusionStats:
                 f"(P, {self.ndim}), received {keys.shape}, {counts.shape}, {lo.shape}, {hi.shape}"
             )
         self._absorb(keys, counts, lo, hi)
+
+    def relabelled(self, instances: LabelMap) -> FusionStats:
+        """A copy whose instance ids ``i > 0`` are ``instances[i]`` (0 stays 0): the
+        statistics of the same chunks after their instance ids were relabelled with
+        ``instances`` (pairs that come to share a key are merged).
+
+        Examples
+        --------
+        >>> s = FusionStats(ndim=1)
+        >>> s.add(np.array([1, 1, 2]), np.array([0, 7, 9]))
+        >>> r = s.relabelled(LabelMap(np.array([7, 9], np.uint64), np.array([1, 2], np.uint32)))
+        >>> [(int(k) >> 16, int(k) & 0xFFFF, int(n)) for k, n in zip(r.keys, r.counts)]
+        [(0, 1, 1), (1, 1, 1), (2, 2, 1)]
+        """
+        instance = self.keys >> np.uint64(_CLASS_BITS)
+        mapped = np.zeros_like(instance)
+        things = instance > 0
+        mapped[things] = instances.apply(instance[things]).astype(np.uint64)
+        keys = (mapped << np.uint64(_CLASS_BITS)) | (self.keys & np.uint64((1 << _CLASS_BITS) - 1))
+        out = FusionStats(ndim=self.ndim, nodata=self.nodata)
+        out.add_boxes(keys, self.counts.copy(), self.lo.copy(), self.hi.copy())
+        return out
 
     def merge(self, other: FusionStats) -> FusionStats:
         """Add another accumulator's statistics into this one; returns ``self``."""

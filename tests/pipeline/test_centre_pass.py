@@ -70,3 +70,31 @@ def test_a_scene_without_centres_has_no_instances(tmp_path):
     counts = assign_instances(group["semantic"], group["offsets"], group["instance"],
                               CentreCollector(2).centres(), [BUILDING])
     assert counts.instances == 0 and not group["instance"][:].any()
+
+
+@pytest.mark.parametrize("blocks", [serial, ThreadBlocks(threads=2)], ids=["serial", "threads"])
+@pytest.mark.parametrize("unused", [False, True], ids=["all-used", "renumbered"])
+def test_the_pass_gathers_the_fusion_statistics_of_what_it_wrote(tmp_path, blocks, unused):
+    """With ``valid``, the centre pass returns what the fusion's own pass 1 gives over the
+    final arrays (ids renumbered when a centre received no pixel)."""
+    from pipeline.streaming.panoptic import fusion_stats
+
+    group = _store(tmp_path)
+    valid = np.ones((40, 40), bool)
+    valid[20:24, :] = False  # nodata rows through the big object
+    valid[0, 39] = False
+    group.create_array("valid", data=valid, chunks=(16, 16))
+    centres = np.array([[15, 15], [20, 5], [36, 36]] if unused else [[15, 15], [36, 36]])
+    counts = assign_instances(group["semantic"], group["offsets"], group["instance"], centres,
+                              [BUILDING], blocks=blocks, valid=group["valid"], nodata=255)
+    ids = group["instance"][:]
+    assert set(np.unique(ids).tolist()) == {0, 1, 2}  # 1..M without gaps either way
+    expected = fusion_stats(group["semantic"], group["instance"], group["valid"], nodata=255,
+                            block=(16, 16))
+    got = counts.stats
+    assert got is not None and len(expected.keys) >= 3
+    for name in ("keys", "counts", "lo", "hi"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    without = assign_instances(group["semantic"], group["offsets"], group["instance"], centres,
+                               [BUILDING], blocks=blocks)
+    assert without.stats is None
