@@ -5,8 +5,11 @@
 MONAI: the whole scene is read and normalised into one tensor first (not timed), then
 ``monai.inferers.sliding_window_inference`` runs the same network over windows of
 ``tile + 2 * halo`` pixels with ``overlap = 2 * halo / window`` (so window origins fall
-on the same tile grid), constant blending, 4 windows per batch, all cores in this process.
-Its class map is the argmax of the blended semantic logits.
+on the same tile grid), constant blending, 4 windows per batch, all cores in this process,
+on the network as the bundle loads it (``bundle.build()``, PyTorch's default layout).
+Its class map is the argmax of the blended semantic logits. For reference it is timed
+once more on the channels-last network segpipe's model workers run on the CPU
+(``pipeline.inference.predictor.channels_last_on_cpu``); the ratio uses the first.
 
 segpipe: ``run_scene`` from the GeoTIFF on disk (ingest, 2 model actors, stitching,
 panoptic fusion, three COG exports, report: I/O included), with the same tile and halo.
@@ -61,41 +64,45 @@ def monai_run(scene: Path, bundle, tile: int, halo: int):
     from pipeline.io.geotiff import GeoTiffReader, open_raster
 
     info = open_raster(scene)
-    predictor = TilePredictor(bundle)
+    predictor = TilePredictor(bundle)  # its normalisation; the network as loaded below
     with GeoTiffReader(scene, bands=bundle.default_bands(info.count)) as reader:
         pixels, valid = reader.read_with_valid((slice(0, info.height), slice(0, info.width)))
     x = torch.from_numpy(predictor.normalise(pixels, valid))[None]
     window = tile + 2 * halo
     torch.set_num_threads(os.cpu_count() or 1)
 
-    def semantic(t: torch.Tensor) -> torch.Tensor:
-        out = predictor.net(t)
-        return out["semantic"] if isinstance(out, dict) else out
+    def timed(net) -> tuple[float, np.ndarray]:
+        def semantic(t: torch.Tensor) -> torch.Tensor:
+            out = net(t)
+            return out["semantic"] if isinstance(out, dict) else out
 
-    start = time.perf_counter()
-    with torch.inference_mode():
-        logits = sliding_window_inference(x, roi_size=(window, window), sw_batch_size=4,
-                                          predictor=semantic, overlap=2 * halo / window,
-                                          mode="constant", padding_mode="reflect")
-    seconds = time.perf_counter() - start
-    labels = logits[0].argmax(0).numpy().astype(np.uint8)
-    return seconds, labels, valid
+        start = time.perf_counter()
+        with torch.inference_mode():
+            logits = sliding_window_inference(x, roi_size=(window, window), sw_batch_size=4,
+                                              predictor=semantic, overlap=2 * halo / window,
+                                              mode="constant", padding_mode="reflect")
+        return time.perf_counter() - start, logits[0].argmax(0).numpy().astype(np.uint8)
+
+    seconds, labels = timed(bundle.build())
+    tuned = None
+    if predictor.channels_last:
+        tuned, _ = timed(bundle.build().to(memory_format=torch.channels_last))
+    return seconds, labels, valid, tuned
 
 
 def ours_run(scene: Path, bundle, options):
     import ray
 
+    from flows.batch import start_pool
     from pipeline.formats import Scene
-    from pipeline.inference.pool import PoolConfig, WorkerPool
     from pipeline.run import Workspace, run_scene
     from pipeline.store import SEMANTIC, open_store
 
     from pipeline.inference.runtime import ensure_ray
 
     ensure_ray(num_cpus=os.cpu_count())  # as `segpipe run` starts its local runtime
-    pool = WorkerPool(str(bundle.path), PoolConfig(workers=os.cpu_count() or 1,
-                                                   batch_size=options.batch_size))
-    pool.describe()
+    # and its pool: one actor per core, models loaded, block-pass workers warmed up
+    pool = start_pool(bundle, options.model_copy(update={"workers": os.cpu_count() or 1}))
     with tempfile.TemporaryDirectory(dir=ROOT / ".bench") as out:
         ws = Workspace(Scene(scene, scene.stem, "geotiff"), Path(out))
         start = time.perf_counter()
@@ -127,9 +134,11 @@ def main() -> None:
 
     scene, bundle, options = bench_setup(args.size, args.model, args.tile)
     halo = plan_tiles(open_raster(scene).shape, bundle, options).halo
-    m_seconds, m_labels, valid = monai_run(scene, bundle, args.tile, halo)
+    m_seconds, m_labels, valid, tuned = monai_run(scene, bundle, args.tile, halo)
     print(f"MONAI sliding_window_inference ({args.size}^2, window {args.tile + 2 * halo}, "
           f"tensor in memory): {m_seconds:.2f} s", flush=True)
+    if tuned is not None:
+        print(f"MONAI on the channels-last network (reference): {tuned:.2f} s", flush=True)
     o_seconds, report, o_labels = ours_run(scene, bundle, options)
     infer = report["timings_s"]["infer"]
     print(f"segpipe run_scene (I/O, instances, panoptic, exports included): {o_seconds:.2f} s "
@@ -139,6 +148,9 @@ def main() -> None:
     agree = float((m_labels == o_labels)[valid].mean())
     print(f"time ratio segpipe / MONAI: end to end {o_seconds / m_seconds:.3f}, "
           f"inference stage {infer / m_seconds:.3f}")
+    if tuned is not None:
+        print(f"against MONAI on the channels-last network: end to end {o_seconds / tuned:.3f}, "
+              f"inference stage {infer / tuned:.3f}")
     print(f"class agreement on valid pixels: {100 * agree:.4f} %")
 
 
@@ -197,7 +209,7 @@ def volumes_case(sizes: list[int], model: str) -> None:
     import ray
 
     from pipeline.bundle import load_bundle
-    from pipeline.inference.pool import PoolConfig, WorkerPool
+    from flows.batch import start_pool
     from pipeline.options import RunOptions
     from pipeline.run.plan import plan_tiles
 
@@ -206,9 +218,8 @@ def volumes_case(sizes: list[int], model: str) -> None:
     options = RunOptions(resume=False)
     from pipeline.inference.runtime import ensure_ray
 
-    ensure_ray(num_cpus=workers)  # as `segpipe run` starts its local runtime
-    pool = WorkerPool(str(bundle.path), PoolConfig(workers=workers, batch_size=options.batch_size))
-    pool.describe()
+    ensure_ray(num_cpus=workers)  # as `segpipe run` starts its local runtime, and its pool
+    pool = start_pool(bundle, options.model_copy(update={"workers": workers}))
     for size in sizes:
         path = _phantom(size, tuple(bundle.spec.spacing or (1.0, 1.0, 1.0)))
         start = time.perf_counter()
