@@ -157,4 +157,3 @@ def assign_instances(semantic: zarr.Array, offsets: zarr.Array, out: zarr.Array,
             stats = stats.relabelled(table)
     return InstanceCounts(instances=len(used), tile_pieces=len(pieces),
                           across_tiles=int((per_id > 1).sum()), stats=stats)
-

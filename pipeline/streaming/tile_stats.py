@@ -1,4 +1,4 @@
-"""The statistics of a semantic-only model's labels, gathered as its tiles finish.
+"""The statistics of a model's labels, gathered as its tiles finish.
 
 For a model without instances, the passes after inference need only two small
 tables of the semantic labels: the class totals (:class:`ClassTotals`, pixels and
@@ -7,7 +7,10 @@ table (:class:`~segcore.panoptic.fusion.FusionStats`). Each tile core is exactly
 chunk of the label array, so the tile worker that writes a core can count it at
 once, while the labels are still in memory: the driver then merges one small table
 per tile instead of reading the whole array back twice (about 1.3 s of 10 s at
-8192² with a near-free model, measured in ``bench/machinery.py``).
+8192² with a near-free model, measured in ``bench/machinery.py``). A model with
+instances gets its class totals counted the same way (``stuff=False``); its stuff
+statistics need the scene's instance ids, and the centre pass gathers them while it
+writes the ids (:func:`pipeline.streaming.centres.assign_instances`).
 
 :func:`merge_tiles` merges per-tile results in the chunks' C order, the order the
 block passes merge in, so the totals are bit-identical to :func:`summarise`'s.
