@@ -6,7 +6,10 @@
    feeds) are read into memory first; then only the model's forward passes are timed, in
    this process with all cores (torch threads = CPU count), batches of same-shape windows;
    and again with one thread, times the core count: the ideal data-parallel figure with
-   no overhead at all (the stricter reference).
+   no overhead at all (the stricter reference). The network runs as the bundle loads it
+   (PyTorch's default layout: the acceptance reference), and once more in the channels-last
+   layout segpipe's model workers use on the CPU for segcore's own 2-D architectures
+   (``pipeline.inference.predictor.channels_last_on_cpu``), with the ratios against both.
 2. **Pipeline**: ``run_scene`` in the same process with a local Ray and 2 model actors
    (one per core): ingest, inference (actors read Zarr, run the model, group instances,
    write Zarr), stitching, panoptic fusion, exports, report. Tiles/s is reported for the
@@ -35,7 +38,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
-                          threads: int | None = None) -> tuple[float, int]:
+                          threads: int | None = None,
+                          channels_last: bool = False) -> tuple[float, int]:
     import torch
 
     from pipeline.inference.predictor import TilePredictor
@@ -44,7 +48,7 @@ def bare_tiles_per_second(scene: Path, bundle, options, repeats: int = 1,
 
     info = open_raster(scene)
     plan = plan_tiles(info.shape, bundle, options)
-    predictor = TilePredictor(bundle)
+    predictor = TilePredictor(bundle, channels_last=channels_last)
     bands = bundle.default_bands(info.count)
     windows = []
     with GeoTiffReader(scene, bands=bands) as reader:
@@ -105,6 +109,17 @@ def main() -> None:
     ideal = single * (os.cpu_count() or 1)
     print(f"bare model forward, 1 thread: {single:6.2f} tiles/s; x {os.cpu_count()} cores "
           f"(ideal data-parallel, no overhead at all): {ideal:6.2f} tiles/s", flush=True)
+    from pipeline.inference.predictor import TilePredictor
+
+    tuned = tuned_ideal = None
+    if TilePredictor(bundle).channels_last:  # the layout the model workers run here
+        tuned, _ = bare_tiles_per_second(scene, bundle, options, channels_last=True)
+        single_cl, _ = bare_tiles_per_second(scene, bundle, options, threads=1,
+                                             channels_last=True)
+        tuned_ideal = single_cl * (os.cpu_count() or 1)
+        print(f"bare model forward, channels-last: {tuned:6.2f} tiles/s with "
+              f"{os.cpu_count()} threads, {single_cl:6.2f} with 1 thread "
+              f"(x {os.cpu_count()}: {tuned_ideal:6.2f})", flush=True)
     from pipeline.inference.runtime import ensure_ray
 
     ensure_ray(num_cpus=os.cpu_count())  # as `segpipe run` starts its local runtime
@@ -118,6 +133,11 @@ def main() -> None:
           f"{two['inference'] / bare:.3f}, end to end {two['end_to_end'] / bare:.3f}")
     print(f"ratio to the ideal data-parallel bare model: inference stage "
           f"{two['inference'] / ideal:.3f}, end to end {two['end_to_end'] / ideal:.3f}")
+    if tuned is not None:
+        print(f"against the channels-last bare model: inference stage "
+              f"{two['inference'] / tuned:.3f}, end to end {two['end_to_end'] / tuned:.3f} "
+              f"(ideal data-parallel: {two['inference'] / tuned_ideal:.3f}, "
+              f"{two['end_to_end'] / tuned_ideal:.3f})")
     print(f"scaling 1 -> 2 workers (inference tiles/s): "
           f"{runs[2]['inference'] / runs[1]['inference']:.2f}x")
     ray.shutdown()

@@ -62,7 +62,9 @@ def channels_last_on_cpu(bundle: ModelBundle) -> bool:
     On a GPU every 2-D model does (tensor cores). On the CPU, oneDNN's channels-last
     convolutions took 0.56-0.68x the time of the default layout for segcore's U-Net,
     DeepLab and query architectures (a batch of 4 x 3 x 512², one thread; the ViT
-    0.97x), and changed no class of ``demo-satellite``'s tiles (logits within 6e-6).
+    0.97x); ``demo-satellite``'s logits moved by at most 6e-6 on a random batch, and
+    ``make demo``'s label arrays, COGs and segments stayed byte-identical (only its stored
+    float offsets changed).
     A model made elsewhere (TorchScript, ``torch.export``, ONNX) keeps its layout: its
     code may assume contiguous tensors.
     """
@@ -79,11 +81,16 @@ class TilePredictor:
         The model; its network is loaded once, here.
     device : str
         ``"cpu"`` or a CUDA device.
+    channels_last : bool, optional
+        Run the network in the channels-last layout; default: 2-D models on a GPU, and on
+        the CPU where :func:`channels_last_on_cpu` says so (benchmarks pass False to time
+        the network as it loads).
     """
 
     max_batch_voxels = 2**22  # per model call: 4 x 624^2 px in 2-D, one 176^3 window in 3-D
 
-    def __init__(self, bundle: ModelBundle, *, device: str = "cpu") -> None:
+    def __init__(self, bundle: ModelBundle, *, device: str = "cpu",
+                 channels_last: bool | None = None) -> None:
         self.bundle = bundle
         self.device = torch.device(device)
         self.net = bundle.build().to(self.device)
@@ -98,8 +105,10 @@ class TilePredictor:
         self.thing_ids = np.array([c.id for c in bundle.spec.classes if c.isthing], dtype=np.int64)
         self.has_instances = "instance" in bundle.spec.heads
         self.autocast_dtype = autocast_dtype(self.device, bundle.spec.precision)
-        self.channels_last = self.ndim == 2 and (
-            self.device.type == "cuda" or channels_last_on_cpu(bundle))
+        if channels_last is None:
+            channels_last = self.ndim == 2 and (
+                self.device.type == "cuda" or channels_last_on_cpu(bundle))
+        self.channels_last = channels_last
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.oom_splits = 0
