@@ -217,3 +217,35 @@ def test_chunk_statistics_equal_brute_force_on_every_path(shape, seed, classes, 
         assert int(n) == want[0]
         np.testing.assert_array_equal(lo, want[1])
         np.testing.assert_array_equal(hi, want[2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.sampled_from([(6, 9), (13, 4), (3, 5, 7)]), seed=st.integers(0, 2**32 - 1),
+       merge=st.booleans())
+def test_relabelled_statistics_equal_the_statistics_of_relabelled_chunks(shape, seed, merge):
+    """``FusionStats.relabelled`` gives what ``add`` gives on the chunks after their
+    instance ids went through the same map: renumbering ``1..M`` (increasing), or a map
+    that merges ids and reverses their order."""
+    from segcore.labels.relabel import LabelMap
+
+    rng = np.random.default_rng(seed)
+    sem = rng.integers(0, 4, shape).astype(np.uint8)
+    sem[rng.uniform(size=shape) < 0.1] = 255  # nodata
+    inst = np.where(rng.uniform(size=shape) < 0.5, rng.integers(1, 40, shape) * 3, 0)
+    valid = rng.uniform(size=shape) < 0.9
+    used = np.unique(inst[inst > 0]).astype(np.uint64)
+    if merge:  # later ids first, neighbours sharing one new id
+        new = (len(used) - np.arange(len(used))) // 2 + 1
+    else:
+        new = np.arange(1, len(used) + 1)
+    table = LabelMap(used, new.astype(np.uint32))
+    half = shape[0] // 2  # two chunks, as two blocks of a pass
+    stats = FusionStats(ndim=len(shape))
+    stats.add(sem[:half], inst[:half], valid[:half])
+    stats.add(sem[half:], inst[half:], valid[half:], offset=(half,) + (0,) * (len(shape) - 1))
+    mapped = np.where(inst > 0, table.apply(inst.astype(np.uint64)), 0)
+    expected = FusionStats(ndim=len(shape))
+    expected.add(sem, mapped, valid)
+    got = stats.relabelled(table)
+    for name in ("keys", "counts", "lo", "hi"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
